@@ -1,0 +1,190 @@
+"""Typed configuration for FARMER and the named presets.
+
+One dataclass describes the model (the autoregressive flow, the channel split
+and the AR transformer); training, sampling and distillation settings live in
+their own dataclasses beside it. Presets are plain entries in a dict, in the
+spirit of DiT's `DiT_S_2 = ...` registry, so scaling up is a config change.
+
+Shapes used throughout the library:
+    B  batch size
+    C, H, W  image channels and size
+    p  patch size,  N = (H/p)(W/p) tokens,  d = C·p² values per token
+    d_I informative channels, d_R = d − d_I redundant channels
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# How the latent channels are modelled (DESIGN §1.2):
+#   "split"     FARMER: Z^I by the AR with per-token GMMs, Z^R by one shared
+#               GMM G_{N+1} predicted from all of Z^I and the class.
+#   "none"      no dimension reduction: all d channels go to the AR.
+#   "jetformer" the JetFormer baseline: Z^R ~ N(0, I), independent of Z^I, c.
+REDUNDANT_MODES = ("split", "none", "jetformer")
+
+
+@dataclass
+class FarmerConfig:
+    """Architecture of one FARMER model. Every field is JSON-serialisable."""
+
+    # --- data ---
+    image_size: int = 28          # H = W, pixels
+    channels: int = 1             # C (1 grey, 3 RGB)
+    patch_size: int = 4           # p; the image becomes N = (H/p)² tokens of d = C·p²
+    num_classes: int = 10         # class labels 0..num_classes-1; 0 = unconditional model
+
+    # --- autoregressive flow (AF), TARFlow-style, DESIGN §1.1 ---
+    flow_blocks: int = 4          # n invertible blocks; token order reversed between blocks
+    flow_layers: int = 2          # transformer layers inside each block
+    flow_width: int = 128         # transformer width inside each block
+    flow_heads: int = 4           # attention heads inside each block
+
+    # --- AR transformer over Z^I, DESIGN §1.3 ---
+    ar_layers: int = 4
+    ar_width: int = 128
+    ar_heads: int = 4
+    head_width: int | None = None  # width the GMM heads read from (None = ar_width);
+                                   # a linear projection is inserted when it differs
+    condition_repeat: int = 4     # M copies of the class embedding prepended
+    label_dropout: float = 0.1    # training-time probability of the null class (CFG)
+    final_permute: str = "reverse"  # token order between AF and AR: "reverse" | "none"
+
+    # --- channel split and mixtures, DESIGN §1.2 ---
+    redundant_mode: str = "split"  # one of REDUNDANT_MODES
+    d_informative: int = 6        # d_I: first d_I channels of every token (ignored for "none")
+    k_informative: int = 16       # K_I components of each per-token GMM G_i
+    k_redundant: int = 16         # K_R components of the shared GMM G_{N+1}
+
+    # --- shared transformer settings ---
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def tokens(self) -> int:
+        """N, the number of patch tokens."""
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def token_dim(self) -> int:
+        """d = C·p², values per token."""
+        return self.channels * self.patch_size ** 2
+
+    @property
+    def data_dim(self) -> int:
+        """D = C·H·W, dimensions per image (the bits/dim denominator)."""
+        return self.channels * self.image_size ** 2
+
+    @property
+    def d_i(self) -> int:
+        """Channels modelled autoregressively (all of them without a split)."""
+        return self.token_dim if self.redundant_mode == "none" else self.d_informative
+
+    @property
+    def d_r(self) -> int:
+        """Channels in the redundant group."""
+        return self.token_dim - self.d_i
+
+    def validate(self) -> "FarmerConfig":
+        """Raise ValueError naming the first inconsistent field."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"FarmerConfig: {msg}")
+        for name in ("image_size", "channels", "patch_size", "flow_blocks", "flow_layers",
+                     "flow_width", "flow_heads", "ar_layers", "ar_width", "ar_heads",
+                     "condition_repeat", "k_informative", "k_redundant"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 1, f"{name} must be a positive int, got {v!r}")
+        need(isinstance(self.num_classes, int) and self.num_classes >= 0,
+             f"num_classes must be an int >= 0, got {self.num_classes!r}")
+        need(self.image_size % self.patch_size == 0,
+             f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        need(self.flow_width % self.flow_heads == 0,
+             f"flow_width {self.flow_width} is not divisible by flow_heads {self.flow_heads}")
+        need(self.ar_width % self.ar_heads == 0,
+             f"ar_width {self.ar_width} is not divisible by ar_heads {self.ar_heads}")
+        need(self.redundant_mode in REDUNDANT_MODES,
+             f"redundant_mode must be one of {REDUNDANT_MODES}, got {self.redundant_mode!r}")
+        need(self.final_permute in ("reverse", "none"),
+             f"final_permute must be 'reverse' or 'none', got {self.final_permute!r}")
+        if self.redundant_mode != "none":
+            need(isinstance(self.d_informative, int) and 1 <= self.d_informative < self.token_dim,
+                 f"d_informative must be in [1, d-1] = [1, {self.token_dim - 1}] with a split, "
+                 f"got {self.d_informative!r}")
+        need(0.0 <= self.label_dropout < 1.0,
+             f"label_dropout must be in [0, 1), got {self.label_dropout!r}")
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        need(self.head_width is None or (isinstance(self.head_width, int) and self.head_width >= 1),
+             f"head_width must be None or a positive int, got {self.head_width!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FarmerConfig":
+        """Build from a dict, rejecting unknown keys (a mismatched config file)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"FarmerConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d).validate()
+
+    def replace(self, **changes: Any) -> "FarmerConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes).validate()
+
+
+def _paper(patch: int, *, flow_blocks: int, flow_layers: int, ar_layers: int, ar_width: int,
+           ar_heads: int, head_width: int | None) -> FarmerConfig:
+    """The paper's ImageNet 256×256 configurations (Table 1)."""
+    return FarmerConfig(
+        image_size=256, channels=3, patch_size=patch, num_classes=1000,
+        flow_blocks=flow_blocks, flow_layers=flow_layers, flow_width=768, flow_heads=12,
+        ar_layers=ar_layers, ar_width=ar_width, ar_heads=ar_heads, head_width=head_width,
+        condition_repeat=64, label_dropout=0.1,
+        redundant_mode="split", d_informative=128, k_informative=64, k_redundant=200,
+    )
+
+
+# Named presets. `presets[name]` is a FarmerConfig; use `.replace(...)` to vary it.
+presets: dict[str, FarmerConfig] = {
+    # Milliseconds per forward pass on a CPU: for tests only.
+    "tiny": FarmerConfig(
+        image_size=8, channels=1, patch_size=2, num_classes=10,
+        flow_blocks=2, flow_layers=1, flow_width=32, flow_heads=2,
+        ar_layers=1, ar_width=32, ar_heads=2, condition_repeat=2,
+        d_informative=2, k_informative=3, k_redundant=2,
+    ),
+    # scikit-learn's bundled 8×8 digits (values 0..16 rescaled to 0..255).
+    "digits": FarmerConfig(
+        image_size=8, channels=1, patch_size=2, num_classes=10,
+        flow_blocks=4, flow_layers=2, flow_width=64, flow_heads=4,
+        ar_layers=2, ar_width=64, ar_heads=4, condition_repeat=4,
+        d_informative=2, k_informative=8, k_redundant=8,
+    ),
+    # Fashion-MNIST 28×28 grey, patch 4 -> 49 tokens of 16 values. Sized to train
+    # on a 2-core CPU in about two hours.
+    "fmnist": FarmerConfig(
+        image_size=28, channels=1, patch_size=4, num_classes=10,
+        flow_blocks=4, flow_layers=2, flow_width=128, flow_heads=4,
+        ar_layers=4, ar_width=128, ar_heads=4, condition_repeat=4,
+        d_informative=6, k_informative=16, k_redundant=16,
+    ),
+    # The paper's ImageNet 256×256 models (Table 1). The 1.9B AR reads its GMM
+    # heads through a 768-wide projection (head_width), which keeps the AR at
+    # the paper's 498M; a 1024-wide head alone would add ~80M parameters.
+    "farmer-1.1b-p16": _paper(16, flow_blocks=28, flow_layers=4, ar_layers=12, ar_width=768,
+                              ar_heads=12, head_width=None),
+    "farmer-1.1b-p8": _paper(8, flow_blocks=28, flow_layers=4, ar_layers=12, ar_width=768,
+                             ar_heads=12, head_width=None),
+    "farmer-1.9b-p16": _paper(16, flow_blocks=32, flow_layers=6, ar_layers=24, ar_width=1024,
+                              ar_heads=16, head_width=768),
+    "farmer-1.9b-p8": _paper(8, flow_blocks=32, flow_layers=6, ar_layers=24, ar_width=1024,
+                             ar_heads=16, head_width=768),
+}
+for _cfg in presets.values():
+    _cfg.validate()
