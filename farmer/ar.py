@@ -43,6 +43,11 @@ def _gmm_head(width: int, K: int, D: int) -> nn.Linear:
     return head
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Mixture parameters are evaluated in float32 (or float64), never in bf16."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class ARPrior(nn.Module):
     """AR transformer with a per-token GMM head for Z^I and the shared G_{N+1} head for Z^R."""
 
@@ -67,13 +72,13 @@ class ARPrior(nn.Module):
     # ------------------------------------------------------------------ heads
     def _informative(self, h: torch.Tensor) -> DiagonalGMM:
         """Trunk outputs (..., W) -> mixtures over d_I dims."""
-        raw = self.head_informative(self.head_proj(h)).float()
+        raw = _at_least_fp32(self.head_informative(self.head_proj(h)))
         return DiagonalGMM.from_flat(raw, self.cfg.k_informative, self.d_i)
 
     def _redundant(self, h: torch.Tensor) -> DiagonalGMM | None:
         if self.head_redundant is None:
             return None
-        raw = self.head_redundant(self.head_proj(h)).float()
+        raw = _at_least_fp32(self.head_redundant(self.head_proj(h)))
         return DiagonalGMM.from_flat(raw, self.cfg.k_redundant, self.d_r)
 
     # ------------------------------------------------------------------ teacher forcing

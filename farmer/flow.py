@@ -65,12 +65,13 @@ class AFBlock(nn.Module):
         """Transformer outputs (μ, a) for the *next* token at each input position.
 
         x: (B, T, d) tokens in block order, pos: (T, W) their embeddings.
-        Returns μ, a of shape (B, T, d), float32 (the affine arithmetic never
-        runs in reduced precision, even when the trunk is autocast).
+        Returns μ, a of shape (B, T, d) in the parameters' dtype (float32 or
+        float64): the affine arithmetic never runs in reduced precision, even
+        when the trunk is autocast to bf16.
         """
         h = self.proj_in(x) + pos                                              # (B, T, W)
         h = self.trunk(h, cache=cache)                                         # (B, T, W)
-        out = self.proj_out(h.float()).float()                                 # (B, T, 2d)
+        out = self.proj_out(h.to(self.proj_out.weight.dtype))                  # (B, T, 2d)
         mu, a = out.chunk(2, dim=-1)                                           # 2 × (B, T, d)
         return mu, a
 
@@ -83,7 +84,7 @@ class AFBlock(nn.Module):
         # token 0 gets μ = 0, a = 0 and passes unchanged
         mu = torch.cat([torch.zeros_like(mu[:, :1]), mu[:, :-1]], dim=1)
         a = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], dim=1)
-        zo = (xo.float() - mu) * torch.exp(-a)                                 # Eq. 8, σ = exp(−a)
+        zo = (xo.to(mu.dtype) - mu) * torch.exp(-a)                                 # Eq. 8, σ = exp(−a)
         return self.order(zo), self.order(-a)
 
     # -- z -> x ---------------------------------------------------------------
@@ -97,7 +98,7 @@ class AFBlock(nn.Module):
         """
         pos = self.ordered_pos()[position:position + 1]                       # (1, W)
         mu, a = self.shift_params(x_prev, pos, cache=cache)                    # (B, 1, d)
-        return z_next.float() * torch.exp(a) + mu
+        return z_next.to(mu.dtype) * torch.exp(a) + mu
 
     @torch.no_grad()
     def reverse(self, z: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
@@ -106,7 +107,7 @@ class AFBlock(nn.Module):
         use_cache=False re-runs the transformer over the whole prefix at each
         step: the O(N²) reference the cached version is tested against.
         """
-        zo = self.order(z).float()                                             # (B, N, d) block order
+        zo = self.order(z).to(self.proj_out.weight.dtype)                      # (B, N, d) block order
         B, N, d = zo.shape
         xs = [zo[:, :1]]                                                       # token 0 passes unchanged
         if use_cache:
