@@ -9,12 +9,17 @@ Public surface (DESIGN §5):
     z, logdet = model.encode(x_float)
     x_float = model.decode(z, decoder="sequential")
     maps  = farmer.likelihood_map(model, x_uint8, y, seed=0)
+    imgs  = farmer.sample(model, labels, guidance="resample", cfg_scale=2.0, seed=0)  # uint8
+    farmer.save(model, "checkpoints/mine", step=1000)   # config.json + model.safetensors
+    model = farmer.load("checkpoints/mine")              # or a `farmer train --out` folder
 """
-from .config import FarmerConfig, presets
+from .checkpoint import load, save
+from .config import FarmerConfig, TrainConfig, presets, train_presets
 from .gmm import DiagonalGMM
 from .likelihood import bits_per_dim, importance_weighted_nll, likelihood_map
 from .model import Farmer
+from .sampling import sample
 
-__all__ = ["FarmerConfig", "presets", "DiagonalGMM", "Farmer", "likelihood_map",
-           "importance_weighted_nll", "bits_per_dim"]
+__all__ = ["FarmerConfig", "presets", "DiagonalGMM", "Farmer", "likelihood_map", "sample",
+           "importance_weighted_nll", "bits_per_dim", "load", "save", "TrainConfig", "train_presets"]
 __version__ = "0.1.0"

@@ -14,8 +14,337 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="farmer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     # ---- train / eval (training issue) ----
+    _add_train(sub)
+    _add_eval(sub)
+    _add_bench(sub)
     # ---- sample / distill (sampling issue) ----
+    _add_sample(sub)
+    _add_distill(sub)
     return parser
+
+
+# ============================================================================ sample / distill
+def _pick_device(name: str) -> str:
+    """"auto" -> "cuda" when available, else "cpu"; anything else as given."""
+    import torch
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _parse_labels(tokens: list[str] | None, num_classes: int) -> list[int] | None:
+    """`--labels 0 1 2`, `--labels 0,1,2` or `--labels all` -> [0, 1, 2] (None when not given)."""
+    if tokens is None:
+        return None
+    if tokens == ["all"]:
+        return list(range(num_classes))
+    try:
+        return [int(t) for tok in tokens for t in tok.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--labels must be integers (or 'all'), got {' '.join(tokens)!r}") from None
+
+
+def _add_sample(sub) -> None:
+    from .guidance import GUIDANCE
+    from .model import DECODERS
+    p = sub.add_parser("sample", help="draw images from a checkpoint: a PNG grid and the uint8 array (.npy)",
+                       description="Draw images from a checkpoint (farmer.sample). Writes OUT (a PNG grid) "
+                                   "and OUT with the suffix .npy (uint8 (B, C, H, W)).")
+    p.add_argument("checkpoint", help="checkpoint directory, or a `farmer train` output folder (its newest)")
+    p.add_argument("--labels", nargs="+", default=None,
+                   help="class labels: `0 1 2`, `0,1,2` or `all`; omit for unconditional samples (with --num)")
+    p.add_argument("--repeat", type=int, default=1, help="draw each label this many times (default 1)")
+    p.add_argument("--num", type=int, default=None, help="number of unconditional samples (without --labels)")
+    p.add_argument("--guidance", choices=GUIDANCE, default="none",
+                   help="classifier-free guidance: none, naive (GIVT/JetFormer) or resample (FARMER Alg. 1)")
+    p.add_argument("--cfg", type=float, default=2.0, help="guidance weight w >= 0 (paper 1.5-3.5; default 2)")
+    p.add_argument("--decoder", choices=DECODERS, default="sequential",
+                   help="AF inverse: sequential (KV cache), sequential_nocache (reference) or distilled")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device: same images)")
+    p.add_argument("--t-pi", type=float, default=1.0, help="T_pi: multiplies the mixture logits")
+    p.add_argument("--t-sigma", type=float, default=1.0, help="T_sigma: multiplies the mixture scales")
+    p.add_argument("--candidates-cond", type=int, default=5, help="s_c: candidates from G_c per token")
+    p.add_argument("--candidates-uncond", type=int, default=5, help="s_u: candidates from G_u per token")
+    p.add_argument("--t-pi-verify", type=float, default=0.1, help="T_pi,v: logit temperature of the weights")
+    p.add_argument("--t-sigma-verify", type=float, default=1.0, help="T_sigma,v: scale temperature of the weights")
+    p.add_argument("--t-select", type=float, default=1.1, help="T_s: multiplies the log-weights")
+    p.add_argument("--redundant-pool", type=int, nargs="+", default=None, metavar="SIZE",
+                   help="candidate pool for the redundant group: one size, or cond and uncond sizes "
+                        "(default N times --candidates-cond/--candidates-uncond)")
+    p.add_argument("--max-tries", type=int, default=1000, help="naive CFG: rejection tries before the fallback")
+    p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: one row per label "
+                                                          "with --repeat, else about sqrt(B))")
+    p.add_argument("--out", default="samples.png", help="PNG grid to write; the .npy goes next to it")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=_friendly(_cmd_sample))
+
+
+def _cmd_sample(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from .checkpoint import load
+    from .sampling import image_grid, sample
+    model = load(args.checkpoint, device=_pick_device(args.device))
+    labels = _parse_labels(args.labels, model.cfg.num_classes)
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    if labels is not None:
+        labels = [lab for lab in labels for _ in range(args.repeat)]
+    pool = args.redundant_pool
+    if pool is not None and len(pool) not in (1, 2):
+        raise ValueError(f"--redundant-pool takes one or two sizes, got {pool}")
+    pool = None if pool is None else (pool[0] if len(pool) == 1 else tuple(pool))
+    res = sample(model, labels, guidance=args.guidance, cfg_scale=args.cfg, decoder=args.decoder,
+                 seed=args.seed, num_samples=args.num, t_pi=args.t_pi, t_sigma=args.t_sigma,
+                 candidates_cond=args.candidates_cond, candidates_uncond=args.candidates_uncond,
+                 t_pi_verify=args.t_pi_verify, t_sigma_verify=args.t_sigma_verify, t_select=args.t_select,
+                 redundant_pool=pool, max_tries=args.max_tries, return_intermediates=True)
+    images = res.images.cpu()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else None)
+    grid = image_grid(images, nrow=nrow)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(out)
+    np.save(out.with_suffix(".npy"), images.numpy())
+    print(f"wrote {out} ({images.shape[0]} images) and {out.with_suffix('.npy')} "
+          f"(uint8 {tuple(images.shape)}); {res.stats}")
+    return 0
+
+
+def _add_distill(sub) -> None:
+    from .distill import DistillConfig
+    d = DistillConfig()
+    p = sub.add_parser("distill", help="one-step distillation of the AF inverse into the checkpoint (Alg. 2)",
+                       description="Distil the flow inverse of a checkpoint into a one-step student "
+                                   "(farmer.distill). Writes student.safetensors and a resume state into the "
+                                   "checkpoint directory; rerun to resume, --restart to start over.")
+    p.add_argument("checkpoint", help="checkpoint directory, or a `farmer train` output folder (its newest)")
+    # None = the saved setting when resuming, else the DistillConfig default shown
+    p.add_argument("--steps", type=int, default=None, help=f"total optimiser steps (default {d.steps})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr})")
+    p.add_argument("--warmup", type=int, default=None, help=f"linear warm-up steps (default {d.warmup})")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay})")
+    p.add_argument("--max-noise", type=float, default=None,
+                   help=f"end-point perturbation s ~ U[0, max_noise] (default {d.max_noise}, the paper's)")
+    p.add_argument("--grad-clip", type=float, default=None, help=f"gradient-norm clip, 0 = off (default {d.grad_clip})")
+    p.add_argument("--seed", type=int, default=None, help=f"data order and noise seed (default {d.seed})")
+    p.add_argument("--data", default=None, help="fashion-mnist | digits | synthetic | PATH (default: the "
+                                                "data set the checkpoint was trained on)")
+    p.add_argument("--data-dir", default=None, help="folder holding the data files (default: DESIGN §3 search)")
+    p.add_argument("--eval-images", type=int, default=1000, help="held-out test images for the error report")
+    p.add_argument("--log-every", type=int, default=50, help="steps between log lines")
+    p.add_argument("--save-every", type=int, default=500, help="steps between saves of student + state (0 = end)")
+    p.add_argument("--restart", action="store_true", help="ignore a saved distillation state and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=_friendly(_cmd_distill))
+
+
+def _cmd_distill(args) -> int:
+    from . import distill
+    fields = ("steps", "batch_size", "lr", "warmup", "weight_decay", "max_noise", "grad_clip", "seed")
+    overrides = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+    distill.run(args.checkpoint, overrides, data=args.data, data_dir=args.data_dir,
+                eval_images=args.eval_images, log_every=args.log_every, save_every=args.save_every,
+                restart=args.restart, device=_pick_device(args.device), progress=not args.no_progress)
+    return 0
+
+
+# ============================================================================ train / eval / bench
+# Config dataclass fields become flags (--flow-blocks, --lr, ...). Their
+# defaults are SUPPRESSed so that only flags given on the command line
+# override the preset (or, with --resume, the checkpoint).
+_EXTRA_HELP = {  # FarmerConfig fields without a trailing comment in config.py
+    "ar_layers": "transformer layers of the AR prior",
+    "ar_width": "transformer width of the AR prior",
+    "ar_heads": "attention heads of the AR prior",
+    "mlp_ratio": "MLP hidden width / transformer width, in the flow and the AR",
+    "dropout": "dropout probability in every transformer (training only)",
+}
+_CHOICES = {"redundant_mode": ("split", "none", "jetformer"), "final_permute": ("reverse", "none"),
+            "noise": ("uniform", "gaussian"), "precision": ("fp32", "bf16"), "export_weights": ("ema", "raw")}
+
+
+def _opt_int(s: str) -> int | None:
+    return None if s.lower() == "none" else int(s)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One --flag per dataclass field, help from the field's comment in config.py."""
+    import dataclasses
+    from .config import field_help
+    docs = {**_EXTRA_HELP, **field_help(cls)}
+    group = parser.add_argument_group(title)
+    types = {"int": int, "float": float, "str": str, "int | None": _opt_int, "str | None": str}
+    for f in dataclasses.fields(cls):
+        kind = types.get(str(f.type), str)
+        meta = "N|none" if kind is _opt_int else None
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=argparse.SUPPRESS,
+                           choices=_CHOICES.get(f.name), metavar=meta,
+                           help=docs.get(f.name, f"the {f.name} field of {cls.__name__}") + " (default: the preset's)")
+
+
+def _overrides(args: argparse.Namespace, cls: type) -> dict:
+    import dataclasses
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
+def _friendly(fn):
+    """Run a subcommand; known failures print one clear line instead of a traceback (exit status 1)."""
+    def run(args: argparse.Namespace) -> int:
+        from .train import TrainingAborted
+        try:
+            return int(fn(args) or 0)
+        except (ValueError, FileNotFoundError, TrainingAborted) as e:
+            print(f"farmer {args.command}: error: {e}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _banner(title: str, sections: dict) -> str:
+    lines = [f"==== {title} " + "=" * max(0, 60 - len(title))]
+    for name, d in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"  {k:<18} {v}" for k, v in d.items()]
+    return "\n".join(lines + ["=" * 66])
+
+
+def _add_train(sub) -> None:
+    from .config import FarmerConfig, TrainConfig, presets
+    p = sub.add_parser("train", help="train a model (torchrun-aware)", description=(
+        "Train FARMER. Every model and training field is a flag; given flags override the preset "
+        "(or, with --resume, the checkpoint). Under `torchrun --nproc_per_node N` it trains with DDP."))
+    p.add_argument("--preset", choices=sorted(presets), default=argparse.SUPPRESS,
+                   help="model + training preset (default: fmnist, or the checkpoint's with --resume)")
+    p.add_argument("--out", default=None, help="output folder: metrics.jsonl, checkpoints/, samples/, "
+                   "loss_curve.png (default: runs/<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out "
+                   "(optimizer, EMA, step, data order, RNG)")
+    p.add_argument("--dry-run", action="store_true", help="build everything, run two steps, keep nothing")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    _add_config_flags(p, FarmerConfig, "model (FarmerConfig)")
+    _add_config_flags(p, TrainConfig, "training (TrainConfig)")
+    p.set_defaults(func=_friendly(_cmd_train))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from .checkpoint import latest_checkpoint, read_config
+    from .config import FarmerConfig, TrainConfig, presets, train_presets
+    from .train import train
+    preset = getattr(args, "preset", None)
+    out = Path(args.out or f"runs/{preset or 'fmnist'}")
+    base_model = base_train = None
+    last = latest_checkpoint(out) if args.resume and not args.dry_run else None
+    if last is not None:                                          # continue with the run's own settings
+        meta, base_model = read_config(last)
+        base_train = TrainConfig.from_dict(meta.get("train", {}))
+    if preset is not None or base_model is None:
+        preset = preset or "fmnist"
+        base_model, base_train = presets[preset], base_train or train_presets.get(preset, TrainConfig())
+    model_cfg = base_model.replace(**_overrides(args, FarmerConfig))
+    train_cfg = base_train.replace(**_overrides(args, TrainConfig))
+    import os
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(_banner(f"farmer train{' (dry run)' if args.dry_run else ''}",
+                      {"run": {"preset": preset or "(from checkpoint)", "out": out, "resume": args.resume,
+                               "processes": os.environ.get("WORLD_SIZE", "1")},
+                       "model": model_cfg.to_dict(), "train": train_cfg.to_dict()}), flush=True)
+    train(model_cfg, train_cfg, None if args.dry_run else out, resume=args.resume, dry_run=args.dry_run,
+          progress=not args.no_progress)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="bits/dim of a checkpoint over a data split", description=(
+        "Bits/dim over a whole split with uniform dequantisation: single-sample (--k 1) or the K-sample "
+        "importance-weighted bound. Writes JSON naming the estimator."))
+    p.add_argument("checkpoint", help="checkpoint directory (or a `farmer train` --out folder: its newest)")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="data split (default: test)")
+    p.add_argument("--k", type=int, default=1, help="dequantisation samples per image; > 1 gives the "
+                   "importance-weighted bound (default: 1)")
+    p.add_argument("--data", default=None, help="data set (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-dir", default=None, help="where the data files are (default: the search order)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    p.add_argument("--seed", type=int, default=0, help="dequantisation seed (default: 0)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    p.add_argument("--weights", choices=("ema", "raw"), default=None,
+                   help="which weights (default: those in model.safetensors, EMA for trained runs)")
+    p.add_argument("--unconditional", action="store_true", help="score under the null class: log p(x) "
+                   "instead of log p(x | class)")
+    p.add_argument("--out", default=None, help="JSON output (default: CHECKPOINT/eval_<split>_k<K>.json)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_friendly(_cmd_eval))
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+    from .checkpoint import atomic_write_json, load, read_config, resolve
+    from .data import ArrayDataset, load_dataset
+    from .likelihood import evaluate_split
+    path = resolve(args.checkpoint)
+    meta, cfg = read_config(path)
+    name = args.data or (meta.get("train") or {}).get("data")
+    if name is None:
+        name = {(1, 28): "fashion-mnist", (1, 8): "digits"}.get((cfg.channels, cfg.image_size))
+        if name is None:
+            raise ValueError(f"{path} does not say which data it was trained on: pass --data")
+    model = load(path, device=args.device, weights=args.weights)
+    ds = load_dataset(name, args.split, cfg, args.data_dir)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        n = min(args.limit, len(ds))
+        ds = ArrayDataset(*ds.get_batch(list(range(n))), ds.num_classes, name=f"{ds.name}[:{n}]")
+    res = evaluate_split(model, ds, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                         conditional=not args.unconditional, progress=not args.no_progress)
+    res = {"checkpoint": str(path), "step": meta.get("step"), "weights": args.weights or meta["weights"],
+           "data": name, "split": args.split, **({"limit": args.limit} if args.limit else {}), **res}
+    out = Path(args.out) if args.out else path / f"eval_{args.split}_k{args.k}.json"
+    atomic_write_json(out, res)
+    extra = f"   single-sample {res['bpd_single']:.4f}" if args.k > 1 else ""
+    print(f"{name}/{args.split} ({res['images']} images): {res['bpd']:.4f} ± {res['bpd_stderr']:.4f} bits/dim"
+          f"{extra}\n  estimator: {res['estimator']}\n  written to {out}")
+    print(json.dumps(res["terms_bpd"]))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (training throughput)", description=(
+        "Measure training images/s and achieved GFLOP/s against the measured matmul peak; prints JSON."))
+    p.add_argument("what", choices=("train",), help="what to measure")
+    p.add_argument("--preset", default="fmnist", help="model preset (default: fmnist)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per precision (default: 5)")
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"),
+                   help="precisions to time (default: fp32 bf16)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=_friendly(_cmd_bench))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    import torch
+    from .checkpoint import atomic_write_json
+    from .config import presets
+    from .throughput import matmul_peak, train_throughput
+    if args.preset not in presets:
+        raise ValueError(f"--preset must be one of {sorted(presets)}, got {args.preset!r}")
+    res = {"preset": args.preset, "peak_gflops": {}, "runs": []}
+    for prec in args.precision:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[prec]
+        res["peak_gflops"][prec] = matmul_peak(dtype, device=args.device)
+        res["runs"].append(train_throughput(presets[args.preset], args.batch_size, prec, args.steps,
+                                            device=args.device))
+    print(json.dumps(res, indent=2))
+    if args.json:
+        atomic_write_json(args.json, res)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,3 +188,138 @@ presets: dict[str, FarmerConfig] = {
 }
 for _cfg in presets.values():
     _cfg.validate()
+
+
+# ============================================================================ training
+NOISE_MODES = ("uniform", "gaussian")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """One training run (DESIGN §1.4). Every field is JSON-serialisable and is a `farmer train` flag."""
+
+    # --- data ---
+    data: str | None = None       # "fashion-mnist" | "digits" | "synthetic" | path to an image folder
+    data_dir: str | None = None   # where the data files are (None = the search order of DESIGN §3)
+    noise: str = "uniform"        # "uniform": x = (q+u)/128 − 1, a true bound on the discrete data;
+                                  # "gaussian": x = (q+½)/128 − 1 + σε, the paper's augmentation
+    sigma_max: float = 0.1        # gaussian noise σ at step 0 (in [−1, 1] pixel units)
+    sigma_min: float = 0.005      # σ at the last step; cosine schedule in between
+
+    # --- optimisation: AdamW, cosine LR with linear warm-up ---
+    batch_size: int = 64          # global batch: split evenly over DDP ranks
+    steps: int = 20_000           # optimizer steps in the whole run
+    lr: float = 1e-3              # peak learning rate, reached after warmup_steps
+    lr_min: float = 1e-5          # floor of the cosine decay, reached at the last step
+    warmup_steps: int = 200       # linear warm-up from 0 to lr
+    beta1: float = 0.9            # AdamW β1 (paper 0.9)
+    beta2: float = 0.95           # AdamW β2 (paper 0.95)
+    weight_decay: float = 0.03    # AdamW decoupled weight decay on ≥2-D weights (paper 0.03)
+    grad_clip: float = 1.0        # max global gradient norm (0 = no clipping)
+    ema_decay: float = 0.999      # EMA of the weights; warmed up as min(decay, (1+t)/(10+t))
+    precision: str = "fp32"       # "fp32" | "bf16": autocast the transformer trunks only;
+                                  # the affine / log-det arithmetic always stays float32
+    seed: int = 0                 # model init, data order (epoch seed = seed + epoch) and noise
+
+    # --- bookkeeping ---
+    log_every: int = 10           # steps between metrics.jsonl lines
+    ckpt_every: int = 1000        # steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2     # newest checkpoints kept on disk
+    sample_every: int = 2000      # steps between sample grids (0 = never), fixed noise and labels
+    sample_count: int = 20        # images in each sample grid (labels cycle over the classes)
+    max_bad_steps: int = 20       # abort after this many non-finite losses in a row
+    export_weights: str = "ema"   # what model.safetensors holds: "ema" | "raw"
+    num_workers: int = 0          # DataLoader worker processes (image folders; 0 = load inline)
+    device: str = "auto"          # "auto" (cuda:LOCAL_RANK if available, else cpu) | "cpu" | "cuda" | …
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first inconsistent field."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig: {msg}")
+        for name in ("batch_size", "steps", "log_every", "keep_checkpoints", "sample_count", "max_bad_steps"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 1, f"{name} must be a positive int, got {v!r}")
+        for name in ("warmup_steps", "ckpt_every", "sample_every", "num_workers", "seed"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
+        need(self.noise in NOISE_MODES, f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.export_weights in ("ema", "raw"),
+             f"export_weights must be 'ema' or 'raw', got {self.export_weights!r}")
+        need(0 <= self.sigma_min <= self.sigma_max, f"need 0 <= sigma_min <= sigma_max, got "
+             f"{self.sigma_min!r}, {self.sigma_max!r}")
+        need(self.lr > 0 and 0 <= self.lr_min <= self.lr, f"need 0 <= lr_min <= lr and lr > 0, got "
+             f"lr={self.lr!r}, lr_min={self.lr_min!r}")
+        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"betas must be in [0, 1), got "
+             f"{self.beta1!r}, {self.beta2!r}")
+        need(self.weight_decay >= 0 and self.grad_clip >= 0,
+             f"weight_decay and grad_clip must be >= 0, got {self.weight_decay!r}, {self.grad_clip!r}")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d).validate()
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes).validate()
+
+
+# Training defaults per model preset: `train_presets[name]` pairs with `presets[name]`.
+# The small presets use a higher LR than the paper's 1e-4 so a CPU run gets
+# somewhere in hours; a later issue tunes them. Uniform dequantisation keeps
+# the training loss a true bits/dim bound.
+_PAPER_TRAIN = TrainConfig(
+    data=None, noise="gaussian", batch_size=256, steps=500_000, lr=1e-4, lr_min=1e-6,
+    warmup_steps=5_000, ema_decay=0.9999, precision="bf16", ckpt_every=5_000,
+    sample_every=10_000, num_workers=8,
+)   # paper recipe for the optimiser and noise; batch size and run length are our guesses
+train_presets: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(data="digits", batch_size=32, steps=300, lr=2e-3, warmup_steps=20,
+                        ema_decay=0.99, ckpt_every=100, sample_every=0, log_every=10),
+    "digits": TrainConfig(data="digits", batch_size=64, steps=3_000, lr=2e-3, warmup_steps=100,
+                          ema_decay=0.995, ckpt_every=500, sample_every=1_000),
+    "fmnist": TrainConfig(data="fashion-mnist", batch_size=64, steps=20_000, lr=1e-3,
+                          warmup_steps=200, ckpt_every=1_000, sample_every=2_000),
+    **{name: _PAPER_TRAIN for name in presets if name.startswith("farmer-")},
+}
+for _tc in train_presets.values():
+    _tc.validate()
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each dataclass field's trailing source comment (continuation lines joined): CLI help text.
+
+    Fields without a comment are left out; the CLI supplies its own text for them.
+    """
+    import inspect
+    import re
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):             # source not available (e.g. a frozen build)
+        return {}
+    docs: dict[str, str] = {}
+    current = None
+    for line in lines:
+        m = re.match(r"^    (\w+)\s*:[^#]*?=[^#]*?(?:#\s*(.*))?$", line)
+        if m:
+            current = m.group(1)
+            if m.group(2):
+                docs[current] = m.group(2).strip()
+            continue
+        cont = re.match(r"^\s{8,}#\s*(.*)$", line)
+        if cont and current in docs:
+            docs[current] += " " + cont.group(1).strip()
+        else:
+            current = None
+    return docs

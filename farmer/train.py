@@ -1,0 +1,427 @@
+"""The training loop (DESIGN §1.4): one flat loop in the spirit of nanoGPT's train.py.
+
+    for step in range(start, steps):
+        batch  <- data order of epoch e = step // steps_per_epoch (seed + e), position step % steps_per_epoch
+        x      <- uniform dequantisation or Gaussian noise (σ on a cosine schedule)
+        loss   <- model.loss(x, y)  (Eq. 14: −log p(x) / D, the three terms logged separately)
+        skip the step if the loss or the gradient norm is not finite; abort after max_bad_steps in a row
+        AdamW step at the warm-up + cosine learning rate, gradient clipping, EMA update
+        every ckpt_every steps: an atomic checkpoint (EMA weights + training state), a loss-curve PNG
+
+Determinism. Every random number of a step is derived from (seed, step):
+the data order from seed + epoch (a DistributedSampler), the noise from one
+stream seeded by (seed, step) over the global batch (each image takes the
+row of its batch position), and the global torch RNG (label dropout,
+dropout) is re-seeded from (seed, step, rank) at each step. Nothing carries
+over from one step to the next except weights, EMA and optimizer state, all
+of which the checkpoint holds (with the RNG states, for anything else). A run
+resumed from a checkpoint therefore continues exactly where an uninterrupted
+run would be (tested bit for bit after SIGKILL), and under DDP the union of
+the ranks' batches and their noise equals the single-process batch (rank r
+takes positions r, r+W, …). Label dropout differs between the two, being
+drawn per rank.
+
+Distributed: under `torchrun --nproc_per_node N` (WORLD_SIZE > 1) the model
+is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), the global
+batch is split over the ranks and only rank 0 logs and writes files.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data.distributed import DistributedSampler
+
+from . import checkpoint as ckpt
+from .config import FarmerConfig, TrainConfig
+from .data import ImageDataset, cosine_sigma, iterate_batches, load_dataset, make_generator
+from .layers import Transformer
+from .likelihood import LN2, LN128
+from .model import Farmer
+
+
+class TrainingAborted(RuntimeError):
+    """Too many non-finite losses in a row; the last good checkpoint is left in place."""
+
+
+@dataclass
+class TrainResult:
+    model: Farmer                  # the raw (optimised) weights, unwrapped
+    ema: Farmer                    # the EMA weights
+    step: int                      # steps completed
+    checkpoint: Path | None        # the last checkpoint written (None for a dry run)
+    bad_steps: int                 # non-finite steps skipped in the whole run
+    metrics: dict[str, Any] = field(default_factory=dict)   # the last metrics.jsonl record
+
+
+# ============================================================================ schedules and EMA
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from 0 to lr over warmup_steps, then cosine decay to lr_min at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(cfg.steps - 1 - cfg.warmup_steps, 1)
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """ema ← d·ema + (1−d)·model with d = min(decay, (1+step)/(10+step)): early EMA tracks the fast changes."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - d)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def set_precision(model: nn.Module, precision: str) -> None:
+    """bf16 autocast for every transformer trunk; proj_out, affine maps and log-dets stay float32."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+    for m in model.modules():
+        if isinstance(m, Transformer):
+            m.autocast_dtype = dtype
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on ≥2-D tensors (matrices, embeddings), none on biases and norms (nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (splitmix64-style), so nearby (step, m) give unrelated streams."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def noisy_batch(x: torch.Tensor, cfg: TrainConfig, step: int, positions: list[int],
+                global_batch: int) -> torch.Tensor:
+    """uint8 (b, C, H, W) -> float32 (b, C, H, W): image j gets the noise of global batch position positions[j].
+
+    The noise of the whole global batch is one stream seeded by (seed, step),
+    drawn in chunks of at most 2^24 values whose size does not depend on the
+    number of processes; each rank keeps its own rows. So a DDP rank and a
+    single process give an image the same noise, and a resumed step the same
+    noise as the uninterrupted one.
+    """
+    g = make_generator(_seed(cfg.seed, step), x.device)
+    shape = tuple(x.shape[1:])
+    rows = max(1, (1 << 24) // x[0].numel())
+    noise = torch.empty(x.shape, device=x.device)                              # (b, C, H, W)
+    draw = torch.rand if cfg.noise == "uniform" else torch.randn
+    for c0 in range(0, global_batch, rows):
+        chunk = draw((min(rows, global_batch - c0), *shape), generator=g, device=x.device)
+        mine = [(j, m - c0) for j, m in enumerate(positions) if c0 <= m < c0 + chunk.shape[0]]
+        if mine:
+            local, row = zip(*mine)
+            noise[list(local)] = chunk[list(row)]
+    if cfg.noise == "uniform":                                                 # data.dequantize_uniform
+        return (x.float() + noise) / 128.0 - 1.0
+    sigma = cosine_sigma(step, cfg.steps, cfg.sigma_max, cfg.sigma_min)       # data.add_gaussian_noise
+    return (x.float() + 0.5) / 128.0 - 1.0 + sigma * noise
+
+
+class _LossModule(nn.Module):
+    """forward(x, y) = model.loss(x, y): DistributedDataParallel syncs gradients only through forward()."""
+
+    def __init__(self, model: Farmer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.model.loss(x, y)
+
+
+def _write(line: str) -> None:
+    """Print a log line to stdout without breaking a tqdm bar on stderr."""
+    from tqdm.auto import tqdm
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+# ============================================================================ distributed
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if cuda and local >= torch.cuda.device_count():
+        raise ValueError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s): start at most that many "
+                         f"processes per node, or pass --device cpu")
+    dev = torch.device(f"cuda:{local}" if cuda else "cpu") if device in ("auto", "cuda") else torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world == 1:
+        return _Dist(device=dev)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
+
+
+# ============================================================================ the loop
+def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *,
+          resume: bool = False, dry_run: bool = False, progress: bool = True,
+          dataset: ImageDataset | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train a FARMER model; see the module docstring. Files written under out_dir (rank 0):
+
+    metrics.jsonl (one JSON record per log_every steps), checkpoints/step_*/ and
+    checkpoints/latest, loss_curve.png, samples/step_*.png. resume=True continues
+    from out_dir's newest checkpoint. dry_run=True runs two steps into a
+    temporary folder and deletes it. `dataset` overrides cfg.data.
+    """
+    model_cfg, cfg = model_cfg.validate(), cfg.validate()
+    dd = _setup(cfg.device)
+    say = (log or _write) if dd.main else (lambda s: None)
+    tmp_out = None
+    if dry_run or out_dir is None:
+        tmp_out = out_dir = tempfile.mkdtemp(prefix="farmer-dry-run-")
+        cfg = cfg.replace(steps=min(cfg.steps, 2)) if dry_run else cfg
+    out = Path(out_dir)
+    try:
+        return _train(model_cfg, cfg, out, dd, say, resume, dataset, progress, keep_files=tmp_out is None)
+    finally:
+        if tmp_out is not None and dd.main:
+            shutil.rmtree(tmp_out, ignore_errors=True)
+        if dd.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say: Callable[[str], None],
+           resume: bool, dataset: ImageDataset | None, progress: bool, keep_files: bool) -> TrainResult:
+    from tqdm.auto import tqdm
+    data = dataset if dataset is not None else load_dataset(cfg.data, "train", model_cfg, cfg.data_dir)
+    B, W = cfg.batch_size, dd.world
+    if B % W:
+        raise ValueError(f"batch_size {B} must be divisible by the number of processes {W}")
+    b = B // W                                                          # local batch
+    steps_per_epoch = len(data) // B
+    if steps_per_epoch == 0:
+        raise ValueError(f"data set {getattr(data, 'name', '')} has {len(data)} images, fewer than batch_size {B}")
+
+    torch.manual_seed(cfg.seed)                                         # identical init on every rank
+    model = Farmer(model_cfg).to(dd.device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    set_precision(model, cfg.precision)
+    opt = make_optimizer(model, cfg)
+    start, bad_total = 0, 0
+
+    if resume:
+        last = ckpt.latest_checkpoint(out)
+        if last is None:
+            say(f"--resume: no checkpoint in {out / 'checkpoints'}, starting from step 0")
+        else:
+            start, bad_total = _restore(last, model, ema, opt, model_cfg, cfg, say)
+    if dd.main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(out / "metrics.jsonl", start)
+    runner: nn.Module = _LossModule(model)
+    if W > 1:
+        runner = nn.parallel.DistributedDataParallel(
+            runner, device_ids=[dd.device.index] if dd.device.type == "cuda" else None)
+
+    D = model_cfg.data_dim
+    sampler = DistributedSampler(range(len(data)), num_replicas=W, rank=dd.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=False)
+    say(f"data {getattr(data, 'name', type(data).__name__)}: {len(data)} images, {steps_per_epoch} steps/epoch; "
+        f"model {model.num_parameters()['total']:,} parameters; {W} process(es) on {dd.device}; "
+        f"steps {start}..{cfg.steps}")
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and dd.main), dynamic_ncols=True,
+               file=sys.stderr, unit="step")
+    acc, n_acc, n_steps, t0 = torch.zeros(4, dtype=torch.float64), 0, 0, time.perf_counter()
+    grad_norm, in_a_row, record, epoch_cache = 0.0, 0, {}, (-1, [])
+    last_ckpt = ckpt.latest_checkpoint(out) if resume else None
+
+    def batches(from_step: int):
+        """(step, global positions of this rank, (x uint8, y)) from `from_step` to the end."""
+        nonlocal epoch_cache
+        step = from_step
+        while step < cfg.steps:
+            epoch, k0 = divmod(step, steps_per_epoch)
+            if epoch_cache[0] != epoch:
+                sampler.set_epoch(epoch)                                # permutation seeded by seed + epoch
+                epoch_cache = (epoch, list(sampler))
+            n = min(steps_per_epoch - k0, cfg.steps - step)
+            idx = [epoch_cache[1][k * b:(k + 1) * b] for k in range(k0, k0 + n)]
+            for x, y in iterate_batches(data, idx, cfg.num_workers):
+                yield step, [dd.rank + W * j for j in range(b)], x, y
+                step += 1
+
+    for step, positions, x_u8, y in batches(start):
+        model.train()
+        x = noisy_batch(x_u8.to(dd.device), cfg, step, positions, B)
+        y = y.to(dd.device) if model_cfg.num_classes else None
+        torch.manual_seed(_seed(cfg.seed, step, dd.rank, 1))             # label dropout / dropout of this step
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, terms = runner(x, y)
+        stats = torch.stack([loss.detach().double(), *(terms[k].detach().double().mean() / D for k in
+                             ("prior_informative", "prior_redundant", "logdet")),
+                             (~torch.isfinite(loss.detach())).double()]).cpu()
+        if W > 1:                                                       # same verdict and logs on every rank
+            dist.all_reduce(stats)
+            stats[:4] /= W
+        ok = stats[4].item() == 0
+        if ok:
+            loss.backward()
+            gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            ok = bool(torch.isfinite(gn))
+        if ok:
+            grad_norm = float(gn)
+            opt.step()
+            ema_update(ema, model, cfg.ema_decay, step)
+            in_a_row = 0
+            acc += stats[:4]
+            n_acc += 1
+        else:
+            bad_total += 1
+            in_a_row += 1
+            say(f"step {step}: non-finite loss or gradient, step skipped ({in_a_row} in a row, {bad_total} total)")
+            if in_a_row >= cfg.max_bad_steps:
+                raise TrainingAborted(
+                    f"training aborted at step {step}: {in_a_row} non-finite losses in a row (max_bad_steps = "
+                    f"{cfg.max_bad_steps}). The last good checkpoint, {last_ckpt or 'none (none written yet)'}, is "
+                    f"left as it was. Try a lower --lr, a longer --warmup-steps, --grad-clip 1 or --precision fp32.")
+        opt.zero_grad(set_to_none=True)
+        done, n_steps = step + 1, n_steps + 1
+        bar.update(1)
+
+        logged = dd.main and (done % cfg.log_every == 0 or done == cfg.steps) and n_acc > 0
+        if logged:          # averages over the good steps since the last record; images/s over all steps
+            dt = time.perf_counter() - t0
+            m = (acc / n_acc).tolist()
+            record = {"step": done, "epoch": step // steps_per_epoch, "loss": m[0], "bpd": (m[0] + LN128) / LN2,
+                      "prior_informative": m[1], "prior_redundant": m[2], "logdet": m[3], "lr": lr,
+                      "grad_norm": grad_norm, "images_per_s": n_steps * B / dt, "bad_steps": bad_total,
+                      "sigma": cosine_sigma(step, cfg.steps, cfg.sigma_max, cfg.sigma_min)
+                      if cfg.noise == "gaussian" else 0.0, "time": time.time()}
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(bpd=f"{record['bpd']:.3f}", img_s=f"{record['images_per_s']:.0f}")
+            acc.zero_()
+            n_acc = n_steps = 0
+        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps) and dd.main:
+            _sample_grid(ema, cfg, out / "samples" / f"step_{done:08d}.png", say)
+        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+            if dd.main:
+                last_ckpt = ckpt.save_run_checkpoint(
+                    out, done, model, ema, opt, export=cfg.export_weights, keep=cfg.keep_checkpoints,
+                    state={"bad_steps": bad_total, "train": cfg.to_dict()},
+                    train=cfg.to_dict(), data=getattr(data, "name", None), metrics=record)
+                plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")
+                say(f"checkpoint {last_ckpt}")
+            if W > 1:
+                dist.barrier()                                          # nobody races ahead of the files
+        if logged:
+            t0 = time.perf_counter()                                    # checkpoints and grids are not training time
+    bar.close()
+    say(f"done: {cfg.steps} steps, {bad_total} skipped; " + (f"last checkpoint {last_ckpt}" if keep_files else
+                                                             "dry run: nothing kept"))
+    return TrainResult(model, ema, cfg.steps, last_ckpt if keep_files else None, bad_total, record)
+
+
+# ============================================================================ resume
+def _restore(path: Path, model: Farmer, ema: Farmer, opt: torch.optim.Optimizer, model_cfg: FarmerConfig,
+             cfg: TrainConfig, say: Callable[[str], None]) -> tuple[int, int]:
+    """Load weights, EMA, optimizer and RNG from a run checkpoint; returns (step, bad steps so far)."""
+    _, saved_cfg = ckpt.read_config(path)
+    if saved_cfg != model_cfg:
+        diff = {k: (v, getattr(model_cfg, k)) for k, v in saved_cfg.to_dict().items() if getattr(model_cfg, k) != v}
+        raise ValueError(f"--resume: {path} was trained with a different model config "
+                         f"(field: (checkpoint, now)) {diff}; resume with the same preset and flags")
+    js = ckpt.restore_run_checkpoint(path, model, ema, opt)
+    changed = {k: (v, getattr(cfg, k)) for k, v in js.get("train", {}).items()
+               if hasattr(cfg, k) and getattr(cfg, k) != v}
+    if changed:
+        say(f"--resume: training settings changed since the checkpoint (was, now): {changed}")
+    say(f"resumed from {path} at step {js['step']}")
+    return int(js["step"]), int(js.get("bad_steps", 0))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past `step` (written after the checkpoint we resume from) so the log has no duplicates."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    ckpt.atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+
+
+def _sample_grid(ema: Farmer, cfg: TrainConfig, path: Path, say: Callable[[str], None]) -> None:
+    """A grid from the EMA model with fixed labels (cycling over classes) and a fixed seed, if a sampler exists."""
+    try:
+        from .sampling import sample
+    except ImportError as e:
+        say(f"sample grid skipped: no sampler ({e})")
+        return
+    nc = ema.cfg.num_classes
+    labels = (torch.arange(cfg.sample_count) % nc).to(next(ema.parameters()).device) if nc else None
+    try:
+        imgs = sample(ema, labels, guidance="none", seed=cfg.seed, num_samples=cfg.sample_count)
+    except Exception as e:                                    # noqa: BLE001 - a grid never stops training
+        say(f"sample grid skipped: sampling failed ({type(e).__name__}: {e})")
+        return
+    save_image_grid(imgs, path, ncol=nc or 8)
+    say(f"samples {path}")
+
+
+# ============================================================================ pictures
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int = 8, pad: int = 1) -> Path:
+    """uint8 (B, C, H, W) images -> one PNG grid, `ncol` per row, `pad` black pixels between them."""
+    from PIL import Image
+    from .sampling import image_grid
+    grid = image_grid(images, nrow=ncol, pad=pad)                       # (H', W', C)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    return path
+
+
+def plot_loss_curve(metrics: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """Training bits/dim and the three loss terms (nats/dim) against step, from metrics.jsonl, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg      # no pyplot: no global backend state
+    from matplotlib.figure import Figure
+    recs = [json.loads(ln) for ln in Path(metrics).read_text().splitlines() if ln.strip()] \
+        if Path(metrics).exists() else []
+    if not recs:
+        return None
+    steps = [r["step"] for r in recs]
+    fig = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(steps, [r["bpd"] for r in recs])
+    ax1.set(xlabel="step", ylabel="bits/dim (training batches)", title="loss")
+    for key, sign in (("prior_informative", 1), ("prior_redundant", 1), ("logdet", -1)):
+        ax2.plot(steps, [sign * r[key] for r in recs], label=("−" if sign < 0 else "") + key)
+    ax2.set(xlabel="step", ylabel="nats/dim", title="loss terms (sum = loss)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)

@@ -1,0 +1,157 @@
+"""The `farmer` command line: train --dry-run per preset, flags and help, eval == model.nll, bench."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+import torch
+from _models import perturbed_model
+
+import farmer
+from farmer.cli import build_parser
+from farmer.config import FarmerConfig, TrainConfig
+from farmer.data import load_digits
+from farmer.likelihood import evaluate_split, importance_weighted_nll
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "bench"])
+def test_every_flag_has_help(command):
+    for action in _subparser(command)._actions:
+        assert action.help and action.help.strip(), f"farmer {command}: {action.option_strings or action.dest}"
+
+
+def test_every_config_field_is_a_train_flag():
+    flags = {opt for a in _subparser("train")._actions for opt in a.option_strings}
+    for cls in (FarmerConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            assert "--" + f.name.replace("_", "-") in flags, f.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["tiny", "digits", "fmnist"])
+def test_train_dry_run_for_each_small_preset(preset, run_farmer, tmp_path, request):
+    extra = []
+    if preset == "fmnist":
+        extra = ["--data-dir", str(request.getfixturevalue("fmnist_dir"))]
+    out = run_farmer("train", "--preset", preset, "--dry-run", "--no-progress", "--device", "cpu", *extra,
+                     cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = farmer.presets[preset]
+    assert "farmer train (dry run)" in out.stdout                         # the banner with the resolved config
+    assert f"flow_blocks        {cfg.flow_blocks}" in out.stdout and "[train]" in out.stdout
+    assert "steps 0..2" in out.stdout and "done: 2 steps" in out.stdout
+    assert list(tmp_path.iterdir()) == []                                # a dry run keeps nothing
+
+
+def test_flags_override_the_preset_and_reach_the_checkpoint(run_farmer, tmp_path):
+    out = run_farmer("train", "--preset", "tiny", "--out", tmp_path / "run", "--steps", "3", "--no-progress",
+                     "--flow-blocks", "3", "--head-width", "16", "--lr", "0.01", "--noise", "gaussian",
+                     "--export-weights", "raw", "--data", "synthetic", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "flow_blocks        3" in out.stdout and "noise              gaussian" in out.stdout
+    meta = json.loads((farmer.checkpoint.resolve(tmp_path / "run") / "config.json").read_text())
+    assert meta["model"]["flow_blocks"] == 3 and meta["model"]["head_width"] == 16
+    assert meta["train"]["lr"] == 0.01 and meta["weights"] == "raw" and meta["step"] == 3
+    assert farmer.load(tmp_path / "run").cfg.flow_blocks == 3
+    bad = run_farmer("train", "--preset", "tiny", "--noise", "pink", "--dry-run")
+    assert bad.returncode == 2 and "invalid choice: 'pink'" in bad.stderr
+
+
+def test_bad_data_is_one_clear_line(run_farmer, tmp_path):
+    out = run_farmer("train", "--preset", "tiny", "--data", str(tmp_path / "no-such-folder"), "--dry-run")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "farmer train: error: image folder" in out.stderr and "does not exist" in out.stderr
+
+
+# ---------------------------------------------------------------------------- eval
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = perturbed_model("tiny", seed=3)
+    path = farmer.save(model, tmp_path_factory.mktemp("ck") / "tiny", train={"data": "digits"}, step=5)
+    return model, path
+
+
+@pytest.mark.parametrize("batch", [64, 24])
+def test_eval_bits_per_dim_equal_model_nll_on_the_same_images(checkpoint, run_farmer, tmp_path, batch):
+    model, path = checkpoint
+    res_file = tmp_path / "eval.json"
+    out = run_farmer("eval", path, "--split", "test", "--limit", "64", "--batch-size", batch, "--out", res_file,
+                     "--no-progress")
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(res_file.read_text())
+    assert res["estimator"].startswith("single-sample") and res["k"] == 1 and res["images"] == 64
+    assert res["data"] == "digits" and res["split"] == "test" and res["step"] == 5
+    test = load_digits("test")
+    x, y = test.images[:64], test.labels[:64]
+    # batch i of the evaluation uses dequantisation seed i (with k = 1)
+    bpd = torch.cat([model.nll(x[s:s + batch], y[s:s + batch], seed=i)["bpd"]
+                     for i, s in enumerate(range(0, 64, batch))])
+    assert res["bpd"] == pytest.approx(bpd.double().mean().item(), rel=1e-6)
+    assert f"{res['bpd']:.4f}" in out.stdout
+
+
+def test_importance_weighted_bound_is_below_the_single_sample_estimates(checkpoint, run_farmer, tmp_path):
+    model, path = checkpoint
+    out = run_farmer("eval", path, "--k", "4", "--limit", "128", "--out", tmp_path / "iw.json", "--no-progress")
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "iw.json").read_text())
+    assert res["estimator"].startswith("importance-weighted bound, K=4") and res["k"] == 4
+    # −log mean_k p_k ≤ mean_k (−log p_k) for every image (Jensen), so also on average over the split
+    assert res["bpd"] < res["bpd_single_mean"]
+    test = load_digits("test")
+    direct = importance_weighted_nll(model, test.images[:128], test.labels[:128], k=4, seed=0)
+    assert (direct["nll"] <= direct["nll_samples"].mean(0) + 1e-4).all()
+    assert res["bpd"] == pytest.approx(direct["bpd"].double().mean().item(), rel=1e-6)
+    assert res["bpd_single"] == pytest.approx(
+        model.nll(test.images[:128], test.labels[:128], seed=0)["bpd"].double().mean().item(), rel=1e-6)
+
+
+def test_evaluate_split_unconditional_and_arguments(checkpoint):
+    model, _ = checkpoint
+    test = load_digits("test")
+    x = test.images[:16]
+    res = evaluate_split(model, x, None, batch_size=16)
+    assert res["conditioning"].startswith("null class")
+    assert res["bpd"] == pytest.approx(model.nll(x, None, seed=0)["bpd"].double().mean().item(), rel=1e-6)
+    terms = res["terms_bpd"]
+    assert set(terms) == {"prior_informative", "prior_redundant", "logdet"}
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        evaluate_split(model, x, None, k=0)
+    model.train()
+    evaluate_split(model, x, None, batch_size=16)
+    assert model.training                      # evaluation restores the mode it found
+
+
+def test_eval_on_a_run_folder_and_bad_checkpoints(run_farmer, tmp_path):
+    out = run_farmer("train", "--preset", "tiny", "--out", tmp_path / "run", "--steps", "2", "--no-progress",
+                     "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ev = run_farmer("eval", tmp_path / "run", "--limit", "16", "--no-progress")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    written = tmp_path / "run" / "checkpoints" / "step_00000002" / "eval_test_k1.json"
+    assert json.loads(written.read_text())["weights"] == "ema"
+    (tmp_path / "run" / "checkpoints" / "step_00000002" / "model.safetensors").write_bytes(b"\x00" * 10)
+    bad = run_farmer("eval", tmp_path / "run")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "farmer eval: error:" in bad.stderr and "model.safetensors is not a valid safetensors file" in bad.stderr
+    missing = run_farmer("eval", tmp_path / "nothing-here")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_bench_train_prints_throughput_json(run_farmer, tmp_path):
+    out = run_farmer("bench", "train", "--preset", "tiny", "--batch-size", "8", "--steps", "1",
+                     "--precision", "fp32", "--json", tmp_path / "b.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "b.json").read_text())
+    run = res["runs"][0]
+    assert res["peak_gflops"]["fp32"] > 0 and run["images_per_s"] > 0 and run["gflop_per_step"] > 0
+    assert run["achieved_gflops"] == pytest.approx(run["gflop_per_step"] / run["seconds_per_step"])

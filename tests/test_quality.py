@@ -1,0 +1,47 @@
+"""Sample-quality tools: Fréchet distance against closed forms, classifier save/load (farmer/quality.py)."""
+import numpy as np
+import pytest
+import torch
+
+from farmer.quality import FashionClassifier, frechet_distance, load_classifier, predict, save_classifier
+
+
+def test_frechet_distance_of_diagonal_gaussians_matches_closed_form():
+    """For commuting (diagonal) covariances FD = ‖Δμ‖² + Σ_j (σ_a,j − σ_b,j)²."""
+    rng = np.random.default_rng(0)
+    n, F = 200_000, 4
+    mu_a, mu_b = np.array([0.0, 1.0, -1.0, 2.0]), np.array([0.5, 1.0, 0.0, 2.0])
+    sd_a, sd_b = np.array([1.0, 2.0, 0.5, 1.0]), np.array([1.0, 1.0, 1.5, 3.0])
+    a = mu_a + sd_a * rng.standard_normal((n, F))
+    b = mu_b + sd_b * rng.standard_normal((n, F))
+    expected = np.sum((mu_a - mu_b) ** 2) + np.sum((sd_a - sd_b) ** 2)          # = 1.25 + 6.0
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.02)
+
+
+def test_frechet_distance_is_zero_for_the_same_set_and_symmetric():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((500, 8)) @ rng.standard_normal((8, 8))
+    b = rng.standard_normal((400, 8))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-6)
+    with pytest.raises(ValueError, match="feature arrays"):
+        frechet_distance(a, b[:, :4])
+
+
+def test_classifier_save_load_roundtrip_and_corrupt_file(tmp_path):
+    torch.manual_seed(0)
+    model = FashionClassifier().eval()
+    x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    save_classifier(model, tmp_path / "clf", test_accuracy=0.5)
+    loaded, cfg = load_classifier(tmp_path / "clf")
+    assert cfg["test_accuracy"] == 0.5
+    p0, f0 = predict(model, x)
+    p1, f1 = predict(loaded, x)
+    assert torch.equal(p0, p1) and torch.allclose(f0, f1) and f0.shape == (5, 128)
+    (tmp_path / "clf" / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_classifier(tmp_path / "clf")
+    with pytest.raises(FileNotFoundError, match="no classifier"):
+        load_classifier(tmp_path / "missing")
+    with pytest.raises(ValueError, match="uint8"):
+        model(torch.zeros(1, 1, 28, 28))
