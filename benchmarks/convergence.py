@@ -1,0 +1,159 @@
+"""Convergence at a fixed wall-clock budget: test bits/dim after N minutes of training.
+
+For each configuration: measure seconds per step on this machine, size the
+run (and so its cosine schedule) to fill the budget, train from scratch with
+`farmer.train`, then score checkpoints on the first `--test-images` test
+images (seeded uniform dequantisation, single sample, conditional). The
+curve, bits/dim against training seconds and images seen, goes to JSON and
+a PNG; one table sums up every configuration.
+
+    python benchmarks/convergence.py                          # the fmnist default, 25 minutes
+    python benchmarks/convergence.py --minutes 10 --configs default lr2e-3
+    python benchmarks/convergence.py --configs split none jetformer --minutes 25
+
+Configurations are named overrides of the preset and training defaults
+(CONFIGS below); "key=value" pairs also work, e.g. `lr=3e-3,batch_size=32`.
+Timing excludes evaluation and checkpoint writing (the trainer's clock).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import farmer
+from farmer.config import FarmerConfig, TrainConfig, train_presets
+from farmer.data import load_fashion_mnist
+from farmer.likelihood import evaluate_split
+from farmer.throughput import train_throughput
+from farmer.train import train
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (model overrides, training overrides)
+CONFIGS: dict[str, tuple[dict, dict]] = {
+    "default": ({}, {}),
+    "split": ({"redundant_mode": "split"}, {}),
+    "none": ({"redundant_mode": "none"}, {}),
+    "jetformer": ({"redundant_mode": "jetformer"}, {}),
+    "tarflow-like": ({"flow_layers": 4, "flow_width": 128, "ar_layers": 1, "ar_width": 32,
+                      "redundant_mode": "jetformer", "k_informative": 1}, {"lr": 2e-3, "batch_size": 256}),
+}
+
+
+def parse_config(name: str) -> tuple[dict, dict]:
+    """A named configuration, or comma-separated key=value overrides of either config."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    model_keys = set(FarmerConfig.__dataclass_fields__)
+    train_keys = set(TrainConfig.__dataclass_fields__)
+    m, t = {}, {}
+    for item in name.split(","):
+        key, _, raw = item.partition("=")
+        if not _ or key not in model_keys | train_keys:
+            raise SystemExit(f"unknown configuration {name!r}: use one of {sorted(CONFIGS)} or key=value pairs "
+                             f"of FarmerConfig/TrainConfig fields")
+        value = json.loads(raw) if raw[:1] in "0123456789-[{tfn" and raw not in ("none",) else raw
+        (m if key in model_keys else t)[key] = value
+    return m, t
+
+
+def run_one(name: str, preset: str, minutes: float, test_x, test_y, out: Path, n_points: int,
+            threads: int) -> dict:
+    model_over, train_over = parse_config(name)
+    mcfg = farmer.presets[preset].replace(**model_over)
+    base = train_presets.get(preset, TrainConfig())
+    tcfg = base.replace(data="fashion-mnist", sample_every=0, **train_over)
+    torch.set_num_threads(threads)
+    # seconds per step measured here and now, then the schedule fills the budget
+    tp = train_throughput(mcfg, batch_size=tcfg.batch_size, precision=tcfg.precision, steps=8)
+    sec_per_step = tcfg.batch_size / tp["images_per_s"]
+    steps = max(50, int(minutes * 60 / sec_per_step))
+    every = max(1, steps // n_points)
+    tcfg = tcfg.replace(steps=steps, ckpt_every=every, keep_checkpoints=n_points + 1,
+                        warmup_steps=min(tcfg.warmup_steps, steps // 10), log_every=min(tcfg.log_every, every))
+    run_dir = out / name.replace("/", "_").replace(",", "_")
+    print(f"[{name}] {tp['images_per_s']:.0f} img/s measured -> {steps} steps of batch {tcfg.batch_size} "
+          f"for {minutes} min; model {mcfg.to_dict()}", flush=True)
+    t0 = time.time()
+    train(mcfg, tcfg, run_dir, progress=False, log=lambda s: None)
+    wall = time.time() - t0
+    # training seconds per step from the trainer's own clock (metrics.jsonl)
+    recs = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    # seconds of training up to each logged step: the steps since the previous record at its images/s
+    elapsed, prev, t_at = 0.0, 0, {}
+    for r in recs:
+        elapsed += (r["step"] - prev) * tcfg.batch_size / r["images_per_s"]
+        prev, t_at[r["step"]] = r["step"], elapsed
+    curve = []
+    for ck in sorted((run_dir / "checkpoints").glob("step_*")):
+        step = int(ck.name.split("_")[1])
+        model = farmer.load(ck)
+        ev = evaluate_split(model, test_x, test_y, batch_size=500, seed=0)
+        train_s = t_at.get(step, step * sec_per_step)
+        curve.append({"step": step, "images_seen": step * tcfg.batch_size, "seconds": train_s,
+                      "test_bpd": ev["bpd"], "test_bpd_stderr": ev["bpd_stderr"]})
+        print(f"[{name}] step {step:6d}  {train_s / 60:6.1f} min  test bpd {ev['bpd']:.4f}", flush=True)
+    return {"name": name, "model": mcfg.to_dict(), "train": tcfg.to_dict(), "minutes": minutes,
+            "images_per_s": tp["images_per_s"], "wall_seconds": wall, "curve": curve,
+            "final_test_bpd": curve[-1]["test_bpd"], "threads": threads}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    for r in results:
+        c = r["curve"]
+        ax1.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], "o-", label=r["name"])
+        ax2.plot([p["images_seen"] for p in c], [p["test_bpd"] for p in c], "o-", label=r["name"])
+    ax1.set(xlabel="training minutes", ylabel="test bits/dim (first images, 1 sample)")
+    ax2.set(xlabel="images seen", xscale="log")
+    ax1.axhline(5.16, ls="--", c="grey", lw=1, label="TARFlow ref., 25 min")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="fmnist", help="model preset to train")
+    p.add_argument("--configs", nargs="+", default=["default"],
+                   help=f"configurations to run back to back: {sorted(CONFIGS)} or key=value,key=value")
+    p.add_argument("--minutes", type=float, default=25.0, help="training wall-clock budget per configuration")
+    p.add_argument("--test-images", type=int, default=2000, help="first N test images to score")
+    p.add_argument("--points", type=int, default=5, help="checkpoints (curve points) per run")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    p.add_argument("--out", default="runs/convergence", help="folder for the runs")
+    p.add_argument("--json", default=str(HERE / "convergence.json"), help="where to write the results")
+    args = p.parse_args()
+
+    test = load_fashion_mnist("test")
+    test_x, test_y = test.images[:args.test_images], test.labels[:args.test_images]
+    out = Path(args.out)
+    results = [run_one(c, args.preset, args.minutes, test_x, test_y, out, args.points, args.threads)
+               for c in args.configs]
+    print(f"\n{'configuration':<28} {'img/s':>7} {'steps':>7} {'test bpd':>9}")
+    for r in results:
+        print(f"{r['name']:<28} {r['images_per_s']:7.0f} {r['train']['steps']:7d} {r['final_test_bpd']:9.4f}")
+    path = Path(args.json)
+    old = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    old["runs"] = [o for o in old["runs"] if (o["name"], o["minutes"]) not in
+                   {(r["name"], r["minutes"]) for r in results}] + results
+    old["machine"] = {"threads": args.threads, "torch": torch.__version__, "test_images": args.test_images,
+                      "estimator": "single-sample uniform dequantisation, seed 0, conditional"}
+    path.write_text(json.dumps(old, indent=2))
+    plot(old["runs"], path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
