@@ -29,7 +29,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 app: $(STAMP)
-	$(BIN)/python -m app
+	@if [ -f app/__main__.py ]; then $(BIN)/python -m app; else \
+		echo "The Gradio app is not built yet (see the open issue 'The Gradio app'); the library, CLI and tests are ready: make test"; exit 1; fi
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -77,7 +77,8 @@ def run_one(name: str, preset: str, minutes: float, test_x, test_y, out: Path, n
     every = max(1, steps // n_points)
     tcfg = tcfg.replace(steps=steps, ckpt_every=every, keep_checkpoints=n_points + 1,
                         warmup_steps=min(tcfg.warmup_steps, steps // 10), log_every=min(tcfg.log_every, every))
-    run_dir = out / name.replace("/", "_").replace(",", "_")
+    run_dir = out / f"{name.replace('/', '_').replace(',', '_')}-{minutes:g}min"
+    shutil.rmtree(run_dir, ignore_errors=True)                # from scratch: no stale checkpoints to score
     print(f"[{name}] {tp['images_per_s']:.0f} img/s measured -> {steps} steps of batch {tcfg.batch_size} "
           f"for {minutes} min; model {mcfg.to_dict()}", flush=True)
     t0 = time.time()
@@ -111,9 +112,9 @@ def plot(results: list[dict], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
     for r in results:
-        c = r["curve"]
-        ax1.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], "o-", label=r["name"])
-        ax2.plot([p["images_seen"] for p in c], [p["test_bpd"] for p in c], "o-", label=r["name"])
+        c, label = r["curve"], f"{r['name']} ({r['minutes']:g} min budget)"
+        ax1.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], "o-", label=label)
+        ax2.plot([p["images_seen"] for p in c], [p["test_bpd"] for p in c], "o-", label=label)
     ax1.set(xlabel="training minutes", ylabel="test bits/dim (first images, 1 sample)")
     ax2.set(xlabel="images seen", xscale="log")
     ax1.axhline(5.16, ls="--", c="grey", lw=1, label="TARFlow ref., 25 min")
