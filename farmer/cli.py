@@ -20,7 +20,42 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- sample / distill (sampling issue) ----
     _add_sample(sub)
     _add_distill(sub)
+    # ---- sample quality (pretrained-model issue) ----
+    _add_classifier(sub)
     return parser
+
+
+# ============================================================================ classifier
+def _add_classifier(sub) -> None:
+    p = sub.add_parser("classifier", help="train the Fashion-MNIST classifier used for class consistency and FD",
+                       description="Train the small CNN of farmer/quality.py on the Fashion-MNIST train split, "
+                                   "score the test split, and save safetensors + config.json to --out.")
+    p.add_argument("--out", default="checkpoints/fmnist-classifier", help="output directory")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the 60,000 training images")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle schedule)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation seed")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (default: search order)")
+    p.set_defaults(func=_friendly(_cmd_classifier))
+
+
+def _cmd_classifier(args: argparse.Namespace) -> int:
+    import time
+    from .data import load_fashion_mnist
+    from .quality import accuracy, save_classifier, train_classifier
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise ValueError(f"need --epochs >= 1, --batch-size >= 1 and --lr > 0, got {args.epochs}, "
+                         f"{args.batch_size}, {args.lr}")
+    train, test = load_fashion_mnist("train", args.data_dir), load_fashion_mnist("test", args.data_dir)
+    t0 = time.time()
+    model = train_classifier(train.images, train.labels, epochs=args.epochs, batch_size=args.batch_size,
+                             lr=args.lr, seed=args.seed)
+    acc = accuracy(model, test.images, test.labels)
+    acc_1k = accuracy(model, test.images[:1000], test.labels[:1000])
+    save_classifier(model, args.out, test_accuracy=acc, test_accuracy_first_1000=acc_1k,
+                    epochs=args.epochs, seed=args.seed, train_seconds=round(time.time() - t0, 1))
+    print(f"test accuracy {acc:.4f} (first 1,000: {acc_1k:.4f}); wrote {args.out}")
+    return 0
 
 
 # ============================================================================ sample / distill

@@ -45,3 +45,16 @@ def test_classifier_save_load_roundtrip_and_corrupt_file(tmp_path):
         load_classifier(tmp_path / "missing")
     with pytest.raises(ValueError, match="uint8"):
         model(torch.zeros(1, 1, 28, 28))
+
+
+def test_shipped_classifier_matches_its_card(fmnist_dir):
+    """checkpoints/fmnist-classifier: ≥ 90% stated, and the first 1,000 test images within 1 point of the card."""
+    from pathlib import Path
+
+    from farmer.data import load_fashion_mnist
+    from farmer.quality import accuracy
+    model, cfg = load_classifier(Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist-classifier")
+    assert cfg["test_accuracy"] >= 0.90
+    test = load_fashion_mnist("test", fmnist_dir)
+    acc = accuracy(model, test.images[:1000], test.labels[:1000])
+    assert abs(acc - cfg["test_accuracy_first_1000"]) <= 0.01
