@@ -25,8 +25,31 @@ from typing import Any
 REDUNDANT_MODES = ("split", "none", "jetformer")
 
 
+class _JsonConfig:
+    """Shared by the config dataclasses: JSON round trip and validated copies."""
+
+    def validate(self):  # pragma: no cover - every subclass defines its own
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Build from a dict, rejecting unknown keys (a mismatched config file)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d).validate()
+
+    def replace(self, **changes: Any):
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes).validate()
+
+
 @dataclass
-class FarmerConfig:
+class FarmerConfig(_JsonConfig):
     """Architecture of one FARMER model. Every field is JSON-serialisable."""
 
     # --- data ---
@@ -121,21 +144,6 @@ class FarmerConfig:
              f"head_width must be None or a positive int, got {self.head_width!r}")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FarmerConfig":
-        """Build from a dict, rejecting unknown keys (a mismatched config file)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"FarmerConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**d).validate()
-
-    def replace(self, **changes: Any) -> "FarmerConfig":
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes).validate()
 
 
 def _paper(patch: int, *, flow_blocks: int, flow_layers: int, ar_layers: int, ar_width: int,
@@ -196,7 +204,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_JsonConfig):
     """One training run (DESIGN §1.4). Every field is JSON-serialisable and is a `farmer train` flag."""
 
     # --- data ---
@@ -259,20 +267,6 @@ class TrainConfig:
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a dict, rejecting unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**d).validate()
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes).validate()
 
 
 # Training defaults per model preset: `train_presets[name]` pairs with `presets[name]`.
