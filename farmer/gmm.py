@@ -19,7 +19,7 @@ import math
 import torch
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -20.0, 20.0
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)   # log √(2π), the Gaussian normaliser
 
 
 class DiagonalGMM:
@@ -77,7 +77,7 @@ class DiagonalGMM:
         """log N(x; m_k, diag s_k²) for each component: x (..., D) -> (..., K)."""
         x = x.unsqueeze(-2)                                                    # (..., 1, D)
         zs = (x - self.means) * torch.exp(-self.log_scales)                   # (..., K, D)
-        per_dim = -0.5 * zs.square() - self.log_scales - _HALF_LOG_2PI        # (..., K, D)
+        per_dim = -0.5 * zs.square() - self.log_scales - HALF_LOG_2PI        # (..., K, D)
         return per_dim.sum(-1)                                                 # (..., K)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,10 +30,9 @@ import numbers
 
 import torch
 
-from .gmm import DiagonalGMM
+from .gmm import HALF_LOG_2PI, DiagonalGMM
 
 GUIDANCE = ("none", "naive", "resample")
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _CHUNK_ELEMENTS = 1 << 25          # ~128 MB of float32 per log_prob evaluation
 
 
@@ -146,7 +145,7 @@ def guided_gaussian(mu_c: torch.Tensor, log_s_c: torch.Tensor, mu_u: torch.Tenso
 
 
 def _log_normal(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (x - mean).square() / var - 0.5 * torch.log(var) - _HALF_LOG_2PI
+    return -0.5 * (x - mean).square() / var - 0.5 * torch.log(var) - HALF_LOG_2PI
 
 
 def naive_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = None, *,

@@ -19,12 +19,11 @@ from .ar import ARPrior
 from .config import FarmerConfig
 from .data import dequantize_uniform
 from .flow import AutoregressiveFlow
-from .gmm import DiagonalGMM
+from .gmm import HALF_LOG_2PI, DiagonalGMM
 from .layers import patchify, unpatchify
 from .likelihood import bits_per_dim, discrete_nll
 
 DECODERS = ("sequential", "sequential_nocache", "distilled")
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class Farmer(nn.Module):
@@ -100,7 +99,7 @@ class Farmer(nn.Module):
             shared = DiagonalGMM(g_red.logits[:, None], g_red.means[:, None], g_red.log_scales[:, None])
             nll_red = -shared.log_prob(z_red)                                  # (B, N)
         elif mode == "jetformer":
-            nll_red = (0.5 * z_red.square() + _HALF_LOG_2PI).sum(-1)           # −log N(z^R; 0, I)
+            nll_red = (0.5 * z_red.square() + HALF_LOG_2PI).sum(-1)           # −log N(z^R; 0, I)
         else:
             nll_red = torch.zeros_like(nll_inf)
         return self.ar_order(nll_inf), self.ar_order(nll_red)
