@@ -10,7 +10,6 @@ NLL bound and bits/dim (DESIGN §1.6).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
