@@ -1,4 +1,4 @@
-"""The `farmer` command line: `farmer train|eval|sample|distill|bench`.
+"""The `farmer` command line: `farmer train|eval|bench|sample|distill|classifier|quality`.
 
 Each subcommand is a thin layer over the library: argparse flags map onto
 the config dataclasses, and the work is done by library functions. This is
@@ -22,7 +22,61 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill(sub)
     # ---- sample quality (pretrained-model issue) ----
     _add_classifier(sub)
+    _add_quality(sub)
     return parser
+
+
+# ============================================================================ quality
+def _add_quality(sub) -> None:
+    from .guidance import GUIDANCE
+    from .model import DECODERS
+    p = sub.add_parser("quality", help="class consistency and FD (Fashion-MNIST classifier features) of samples",
+                       description="Draw class-conditional samples (balanced labels) and score them with the "
+                                   "shipped Fashion-MNIST classifier: class consistency, and the Fréchet distance "
+                                   "between its penultimate features on the samples and on the 10,000 test images "
+                                   "(FD, not FID). Writes JSON.")
+    p.add_argument("checkpoint", help="checkpoint directory, or a `farmer train` output folder (its newest)")
+    p.add_argument("--classifier", default=None,
+                   help="classifier directory (default: checkpoints/fmnist-classifier of this project)")
+    p.add_argument("--samples", type=int, default=10_000, help="number of samples (default 10000)")
+    p.add_argument("--guidance", choices=GUIDANCE, default="none", help="none, naive or resample")
+    p.add_argument("--cfg", type=float, default=2.0, help="guidance weight w (default 2)")
+    p.add_argument("--decoder", choices=DECODERS, default="sequential", help="AF inverse (default sequential)")
+    p.add_argument("--t-sigma", type=float, default=1.0, help="T_sigma (default 1)")
+    p.add_argument("--batch-size", type=int, default=250, help="samples per call (default 250)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first batch; batch b uses seed + b")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files (default: the search order)")
+    p.add_argument("--out", default=None, help="JSON output (default: CHECKPOINT/quality_<guidance>.json)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=_friendly(_cmd_quality))
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from .checkpoint import atomic_write_json, load, resolve
+    from .data import load_fashion_mnist
+    from .quality import load_classifier, predict, sample_quality
+    if args.samples < 2:
+        raise ValueError(f"--samples must be >= 2, got {args.samples}")
+    path = resolve(args.checkpoint)
+    model = load(path, device=_pick_device(args.device)).eval()
+    clf_dir = args.classifier or Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist-classifier"
+    classifier, clf_cfg = load_classifier(clf_dir)
+    test = load_fashion_mnist("test", path=args.data_dir)
+    reference = predict(classifier, test.images)[1]
+    q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch_size,
+                       seed=args.seed, guidance=args.guidance, cfg_scale=args.cfg, decoder=args.decoder,
+                       t_sigma=args.t_sigma)
+    res = {"checkpoint": str(path), "guidance": args.guidance, "cfg_scale": args.cfg, "decoder": args.decoder,
+           "t_sigma": args.t_sigma, "seed": args.seed, "classifier": str(clf_dir),
+           "classifier_test_accuracy": clf_cfg.get("test_accuracy"), "reference": "test set (10,000)", **q}
+    tag = args.guidance if args.guidance == "none" else f"{args.guidance}_w{args.cfg:g}"
+    out = Path(args.out) if args.out else path / f"quality_{tag}.json"
+    atomic_write_json(out, res)
+    print(f"{args.samples} samples ({args.guidance}, w={args.cfg:g}, {args.decoder}): class consistency "
+          f"{100 * q['class_consistency']:.2f}%, FD (Fashion-MNIST classifier features) {q['fd']:.3f}, "
+          f"{q['seconds_per_image']:.4f} s/img\n  written to {out}")
+    return 0
 
 
 # ============================================================================ classifier

@@ -172,3 +172,42 @@ def load_classifier(path: str | os.PathLike) -> tuple[FashionClassifier, dict]:
     except (SafetensorError, RuntimeError, OSError) as e:
         raise ValueError(f"{path}/model.safetensors is corrupt or does not match the config: {e}") from None
     return model.eval(), cfg
+
+
+# ---------------------------------------------------------------------------- samples of a model
+def balanced_labels(num_samples: int, num_classes: int) -> torch.Tensor:
+    """0, 1, …, K−1, 0, 1, … — num_samples labels, every class equally often (± 1)."""
+    return torch.arange(num_samples) % num_classes
+
+
+@torch.no_grad()
+def sample_quality(model, classifier: FashionClassifier, reference_features: torch.Tensor, *,
+                   num_samples: int = 10_000, batch_size: int = 250, seed: int = 0,
+                   return_images: bool = False, **sample_kwargs) -> dict:
+    """Class consistency and FD (Fashion-MNIST classifier features) of class-conditional samples.
+
+    Draws `num_samples` images with balanced labels through `farmer.sample`
+    (sample_kwargs: guidance, cfg_scale, decoder, temperatures, candidates…),
+    batch b using seed + b, and compares the classifier's penultimate features
+    with `reference_features` (n_ref, 128), e.g. `predict(classifier, test_images)[1]`.
+    FD with fewer samples is biased upwards, so only compare figures at equal n.
+    Returns {"class_consistency", "fd", "num_samples", "seconds", "seconds_per_image"}
+    (+ "images" (n, C, H, W) uint8 with return_images).
+    """
+    import time
+    from .sampling import sample
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2 for a Fréchet distance, got {num_samples}")
+    labels = balanced_labels(num_samples, model.cfg.num_classes)
+    images, start = [], time.perf_counter()
+    for b, i in enumerate(range(0, num_samples, batch_size)):
+        images.append(sample(model, labels[i:i + batch_size], seed=seed + b, **sample_kwargs))
+    seconds = time.perf_counter() - start
+    images = torch.cat(images)
+    preds, feats = predict(classifier, images)
+    out = {"class_consistency": float((preds == labels).float().mean()),
+           "fd": frechet_distance(feats, reference_features),
+           "num_samples": num_samples, "seconds": seconds, "seconds_per_image": seconds / num_samples}
+    if return_images:
+        out["images"] = images
+    return out

@@ -23,7 +23,7 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     return sub.choices[name]
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "bench"])
+@pytest.mark.parametrize("command", ["train", "eval", "bench", "sample", "distill", "classifier", "quality"])
 def test_every_flag_has_help(command):
     for action in _subparser(command)._actions:
         assert action.help and action.help.strip(), f"farmer {command}: {action.option_strings or action.dest}"
@@ -155,3 +155,27 @@ def test_bench_train_prints_throughput_json(run_farmer, tmp_path):
     run = res["runs"][0]
     assert res["peak_gflops"]["fp32"] > 0 and run["images_per_s"] > 0 and run["gflop_per_step"] > 0
     assert run["achieved_gflops"] == pytest.approx(run["gflop_per_step"] / run["seconds_per_step"])
+
+
+def test_quality_command_scores_the_samples_it_draws(fmnist_dir, run_farmer, tmp_path):
+    """`farmer quality` on the shipped model: its JSON figures equal farmer.quality.sample_quality
+    run in-process with the same seeds (the CLI adds no hidden randomness), and bad input is one line."""
+    from pathlib import Path
+    from farmer.data import load_fashion_mnist
+    from farmer.quality import load_classifier, predict, sample_quality
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "q.json"
+    r = run_farmer("quality", repo / "checkpoints" / "fmnist", "--samples", "12", "--batch-size", "6",
+                   "--guidance", "resample", "--cfg", "1.5", "--seed", "4", "--out", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["num_samples"] == 12 and res["guidance"] == "resample" and "FD" in r.stdout
+    model = farmer.load(repo / "checkpoints" / "fmnist")
+    clf, _ = load_classifier(repo / "checkpoints" / "fmnist-classifier")
+    reference = predict(clf, load_fashion_mnist("test", path=fmnist_dir).images)[1]
+    q = sample_quality(model, clf, reference, num_samples=12, batch_size=6, seed=4,
+                       guidance="resample", cfg_scale=1.5)
+    assert res["class_consistency"] == pytest.approx(q["class_consistency"])
+    assert res["fd"] == pytest.approx(q["fd"], rel=1e-6)
+    bad = run_farmer("quality", repo / "checkpoints" / "fmnist", "--samples", "1")
+    assert bad.returncode != 0 and "--samples must be >= 2" in bad.stderr

@@ -58,3 +58,29 @@ def test_shipped_classifier_matches_its_card(fmnist_dir):
     test = load_fashion_mnist("test", fmnist_dir)
     acc = accuracy(model, test.images[:1000], test.labels[:1000])
     assert abs(acc - cfg["test_accuracy_first_1000"]) <= 0.01
+
+
+def test_sample_quality_scores_the_samples_farmer_sample_draws():
+    """sample_quality = farmer.sample with balanced labels and per-batch seeds, then the classifier's
+    accuracy on those labels and the FD of its features — checked against doing each step by hand."""
+    import farmer
+    from farmer.quality import accuracy, balanced_labels, sample_quality
+    from _models import perturbed_model
+    model = perturbed_model("tiny")
+    cfg = model.cfg
+    torch.manual_seed(0)
+    clf = FashionClassifier(max(cfg.num_classes, 2), cfg.channels, cfg.image_size).eval()
+    ref = torch.randn(50, 128)
+    out = sample_quality(model, clf, ref, num_samples=7, batch_size=4, seed=3, return_images=True,
+                         guidance="resample", cfg_scale=1.0)
+    labels = balanced_labels(7, cfg.num_classes)
+    assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6]                           # 10 classes: each once
+    assert torch.bincount(balanced_labels(25, 10)).tolist() == [3] * 5 + [2] * 5
+    by_hand = torch.cat([farmer.sample(model, labels[:4], seed=3, guidance="resample", cfg_scale=1.0),
+                         farmer.sample(model, labels[4:], seed=4, guidance="resample", cfg_scale=1.0)])
+    assert torch.equal(out["images"], by_hand)
+    assert out["class_consistency"] == pytest.approx(accuracy(clf, by_hand, labels))
+    assert out["fd"] == pytest.approx(frechet_distance(predict(clf, by_hand)[1], ref))
+    assert out["num_samples"] == 7 and out["seconds_per_image"] > 0
+    with pytest.raises(ValueError, match="num_samples"):
+        sample_quality(model, clf, ref, num_samples=1)

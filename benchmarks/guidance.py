@@ -1,0 +1,155 @@
+"""Guidance study: resampling CFG vs the naive rule, by FD and class consistency (issue 8, paper Table 3).
+
+    .venv/bin/python benchmarks/guidance.py [--checkpoint checkpoints/fmnist] [--samples 2000]
+
+For every guidance weight w in --weights it draws --samples class-conditional
+images (balanced labels, the same seeds for every setting) with resampling
+CFG (FARMER's Algorithm 1) and with the naive per-dimension rule
+(GIVT/JetFormer), then, at --candidates-w, sweeps the number of resampling
+candidates s_c = s_u. Each setting is scored with the shipped Fashion-MNIST
+classifier (`farmer.quality.sample_quality`):
+
+* class consistency — the fraction of samples it assigns to the class asked for;
+* FD (Fashion-MNIST classifier features) — Fréchet distance between its
+  penultimate features of the samples and of the 10,000 test images.
+  Not FID (a different feature network); and with n samples it is biased
+  upwards by O(1/n), so compare only figures at the same --samples.
+
+w = 0 is the unguided conditional draw for both rules (the library returns
+it without an unconditional pass), so it is computed once and shown in both
+rows. Every finished setting is written to the JSON at once; a rerun with the
+same settings skips what is there (--fresh to recompute). Writes
+benchmarks/guidance.json and benchmarks/guidance.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import farmer  # noqa: E402
+from farmer.data import load_fashion_mnist  # noqa: E402
+from farmer.quality import load_classifier, predict, sample_quality  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "fmnist"))
+    p.add_argument("--classifier", default=str(REPO / "checkpoints" / "fmnist-classifier"))
+    p.add_argument("--samples", type=int, default=2000, help="samples per setting (balanced over classes)")
+    p.add_argument("--weights", type=float, nargs="+", default=[0, 0.5, 1, 1.5, 2, 3, 4], help="guidance weights w")
+    p.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 5, 10, 20],
+                   help="resampling candidates s_c = s_u for the candidate sweep")
+    p.add_argument("--candidates-w", type=float, default=2.0, help="w of the candidate sweep")
+    p.add_argument("--decoder", default="sequential", choices=["sequential", "distilled"],
+                   help="flow inverse (sequential is exact; the distilled one adds its own error)")
+    p.add_argument("--batch", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(HERE / "guidance.json"))
+    p.add_argument("--fresh", action="store_true", help="ignore results already in --out")
+    return p.parse_args(argv)
+
+
+def settings(args) -> list[dict]:
+    """The (guidance, w, candidates) grid; the default candidates are the sampler's (5)."""
+    grid = [{"guidance": "none", "cfg_scale": 0.0, "candidates": 5}] if 0 in args.weights else []
+    for mode in ("resample", "naive"):
+        grid += [{"guidance": mode, "cfg_scale": w, "candidates": 5} for w in args.weights if w != 0]
+    grid += [{"guidance": "resample", "cfg_scale": args.candidates_w, "candidates": s}
+             for s in args.candidates if s != 5 or args.candidates_w not in args.weights]
+    return grid
+
+
+def key(s: dict) -> str:
+    return f"{s['guidance']}|w={s['cfg_scale']:g}|s={s['candidates']}"
+
+
+def run(args) -> dict:
+    torch.manual_seed(args.seed)
+    model = farmer.load(args.checkpoint).eval()
+    classifier, clf_cfg = load_classifier(args.classifier)
+    test = load_fashion_mnist("test")
+    reference = predict(classifier, test.images)[1]                      # (10000, 128)
+    out_path = Path(args.out)
+    meta = {"checkpoint": str(args.checkpoint), "samples": args.samples, "decoder": args.decoder,
+            "seed": args.seed, "reference": "Fashion-MNIST test set (10,000)",
+            "classifier_test_accuracy": clf_cfg.get("test_accuracy")}
+    done = {}
+    if out_path.is_file() and not args.fresh:
+        old = json.loads(out_path.read_text())
+        if old.get("meta", {}) | {"host": None} == meta | {"host": None}:
+            done = {key(r): r for r in old.get("results", [])}
+    meta["host"] = f"{platform.node()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    results = []
+    print(f"{'guidance':>9} {'w':>4} {'s_c=s_u':>7} | {'class cons.':>11} {'FD':>8} {'s/img':>7}")
+    for s in settings(args):
+        if key(s) in done:
+            r = done[key(s)]
+        else:
+            q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch,
+                               seed=args.seed, guidance=s["guidance"], cfg_scale=s["cfg_scale"],
+                               candidates_cond=s["candidates"], candidates_uncond=s["candidates"],
+                               decoder=args.decoder)
+            r = {**s, **q}
+        results.append(r)
+        print(f"{r['guidance']:>9} {r['cfg_scale']:>4g} {r['candidates']:>7} | "
+              f"{r['class_consistency']:>11.4f} {r['fd']:>8.3f} {r['seconds_per_image']:>7.4f}", flush=True)
+        out_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    return {"meta": meta, "results": results}
+
+
+def plot(report: dict, path: Path, candidates_w: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    res = report["results"]
+    base = [r for r in res if r["guidance"] == "none"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for mode, colour in (("resample", "C0"), ("naive", "C3")):
+        rows = sorted(base + [r for r in res if r["guidance"] == mode and r["candidates"] == 5],
+                      key=lambda r: r["cfg_scale"])
+        w = [r["cfg_scale"] for r in rows]
+        label = "resampling CFG (FARMER)" if mode == "resample" else "naive CFG (GIVT/JetFormer)"
+        axes[0].plot(w, [r["fd"] for r in rows], "o-", color=colour, label=label)
+        axes[1].plot(w, [100 * r["class_consistency"] for r in rows], "o-", color=colour, label=label)
+    cand = sorted([r for r in res if r["guidance"] == "resample" and r["cfg_scale"] == candidates_w],
+                  key=lambda r: r["candidates"])
+    ax2 = axes[2].twinx()
+    axes[2].plot([r["candidates"] for r in cand], [r["fd"] for r in cand], "o-", color="C0", label="FD")
+    ax2.plot([r["candidates"] for r in cand], [100 * r["class_consistency"] for r in cand], "s--",
+             color="C2", label="class consistency")
+    axes[0].set(xlabel="guidance weight w", ylabel="FD (Fashion-MNIST classifier features)", title="FD ↓")
+    axes[1].set(xlabel="guidance weight w", ylabel="class consistency (%)", title="class consistency ↑")
+    axes[2].set(xlabel="candidates s_c = s_u", ylabel="FD", title=f"resampling CFG, w = {candidates_w:g}")
+    axes[2].set_xscale("log")
+    ax2.set_ylabel("class consistency (%)", color="C2")
+    axes[0].legend(fontsize=8)
+    n = report["meta"]["samples"]
+    fig.suptitle(f"Guidance on the shipped Fashion-MNIST FARMER ({n} samples per point, balanced classes)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    png = Path(args.out).with_suffix(".png")
+    plot(report, png, args.candidates_w)
+    print(f"wrote {args.out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
