@@ -1,0 +1,79 @@
+"""Static checks of the teaching notebooks (issue 5). Executing them is `make test`'s nbmake step.
+
+Each notebook must exist, say its run time in its first cell, carry the outputs of a full run
+(committed after `make notebooks`), stay under 3 MB, use the library instead of re-implementing it,
+load the shipped checkpoint, and end with a summary and references.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+EXPECTED = ["01_flow_inversion", "02_channel_partitioning", "03_autoregressive_mixtures",
+            "04_guidance_resampling", "05_one_step_distillation", "06_likelihood_maps"]
+MAX_BYTES = 3 * 1024 * 1024
+
+
+def _load(name: str) -> dict:
+    path = NOTEBOOKS / f"{name}.ipynb"
+    assert path.is_file(), f"missing notebook {path}"
+    return json.loads(path.read_text())
+
+
+def _source(cell: dict) -> str:
+    src = cell["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _code(nb: dict) -> list[str]:
+    return [_source(c) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_the_six_notebooks_exist_and_nothing_else_is_numbered():
+    found = sorted(p.stem for p in NOTEBOOKS.glob("0*.ipynb"))
+    assert found == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_follows_the_standard(name):
+    nb = _load(name)
+    cells = nb["cells"]
+    first = _source(cells[0])
+    assert cells[0]["cell_type"] == "markdown" and "Run time" in first, "first cell must state the run time"
+    last = "\n".join(_source(c) for c in cells[-2:] if c["cell_type"] == "markdown")
+    assert "## Summary" in last and "## References" in last, "must end with a summary and references"
+    code = _code(nb)
+    n_md = sum(c["cell_type"] == "markdown" for c in cells)
+    assert n_md >= 0.8 * len(code), "about one markdown cell per code cell"
+    assert statistics.median(len(s.splitlines()) for s in code) <= 15, "median code cell <= 15 lines"
+    joined = "\n".join(code)
+    assert "import farmer" in joined and '"checkpoints" / "fmnist"' in joined, "load the shipped checkpoint"
+    assert sum("assert " in s for s in code) >= 3, "each concept needs a check cell that asserts"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_does_not_reimplement_the_library(name):
+    """No class definitions: models, flows, mixtures and samplers come from `farmer`."""
+    for src in _code(_load(name)):
+        lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        tree = ast.parse("\n".join(lines))
+        assert not any(isinstance(node, ast.ClassDef) for node in ast.walk(tree)), src[:200]
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_has_committed_outputs_and_is_small(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB"
+    nb = _load(name)
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in code_cells]
+    assert all(isinstance(n, int) for n in counts), "every code cell must have been executed"
+    assert counts == sorted(counts) and counts[0] == 1, "outputs must come from one top-to-bottom run"
+    outputs = [o for c in code_cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"], "committed outputs contain an error"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "figures missing from the outputs"
