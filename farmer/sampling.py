@@ -12,11 +12,16 @@ are the pure functions of `farmer.guidance`.
 
 Randomness comes from a single torch.Generator seeded with `seed` on the
 model's device, so a seed fixes the images on a given device.
+
+`sample_steps` is the same run as a stream of events (each drawn token, the
+redundant group, each inverted block, then the result) for progress bars and
+the app's progressive view; its result is `sample`'s, bit for bit.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -180,9 +185,12 @@ def _plan(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: floa
     return _Plan(y_ar, draw, pool, generator, t_sigma, stats)
 
 
-def _draw_latents(model: Farmer, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
+def _iter_latents(model: Farmer, plan: _Plan):
     """Run the AR with its KV cache over plan.y_ar, (B,) or (2B,) labels.
-    Returns Z^I (B, N, d_I) and Z^R (B, N, d_R), both in AR order."""
+
+    A generator: yields (i, z_i) after drawing informative token i (AR order,
+    z_i (B, d_I)); its return value (`yield from`) is Z^I (B, N, d_I) and
+    Z^R (B, N, d_R), both in AR order. `_draw_latents` runs it to the end."""
     cfg, ar = model.cfg, model.ar
     y, draw = plan.y_ar, plan.draw
     N, mode = cfg.tokens, cfg.redundant_mode
@@ -193,6 +201,7 @@ def _draw_latents(model: Farmer, plan: _Plan) -> tuple[torch.Tensor, torch.Tenso
     for i in range(N):
         z_i = draw(g)                                                          # (B, d_I)
         tokens.append(z_i)
+        yield i, z_i
         # the last token is only fed when the query slot must read it (G_{N+1})
         if i < N - 1 or mode == "split":
             g = ar.step(torch.cat([z_i, z_i]) if draw.guided else z_i, i, cache)
@@ -210,12 +219,46 @@ def _draw_latents(model: Farmer, plan: _Plan) -> tuple[torch.Tensor, torch.Tenso
     return z_inf, z_red
 
 
+def _draw_latents(model: Farmer, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z^I (B, N, d_I) and Z^R (B, N, d_R) in AR order: `_iter_latents` run to the end."""
+    steps = _iter_latents(model, plan)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 # ----------------------------------------------------------------------------- the AF half
+def _check_decoder(model: Farmer, decoder: str) -> None:
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if decoder == "distilled" and getattr(model, "student", None) is None:
+        raise ValueError("decoder='distilled' needs a distilled student: run `farmer distill` "
+                         "or load a checkpoint that contains one")
+
+
 def invert_flow(model: Farmer, z: torch.Tensor, decoder: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """z (B, N, d) raster order -> x tokens (B, N, d) and the sequence after each inverted block."""
     if decoder == "distilled":
         return model.student(z, return_intermediates=True)
     return model.flow.reverse(z, use_cache=(decoder == "sequential"), return_intermediates=True)
+
+
+def _inverse_steps(model: Farmer, z: torch.Tensor, decoder: str):
+    """`invert_flow` one block at a time, last block first: yields the sequence (B, N, d)
+    after each inverted block, [Z_{n-1}, …, Z_0 = x] — the same loop as `flow.reverse`
+    and the student's forward, opened up so a caller can show each step."""
+    student = getattr(model, "student", None)
+    if decoder == "distilled" and not hasattr(student, "invert_block"):
+        yield from invert_flow(model, z, decoder)[1]                           # an opaque student: all at once
+        return
+    for t in reversed(range(len(model.flow.blocks))):
+        if decoder == "distilled":
+            z = student.invert_block(student.blocks[t], z)
+        else:
+            z = model.flow.blocks[t].reverse(z, use_cache=(decoder == "sequential"))
+        yield z
 
 
 @torch.inference_mode()
@@ -256,11 +299,7 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
     Paper settings (Table 6): T_π = 1, T_σ = 0.9–1, s_c = s_u = 5, T_π,v = 0.1–0.2,
     T_σ,v = 0.9–1, T_s = 1.1, w = 1.5–3.5.
     """
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-    if decoder == "distilled" and getattr(model, "student", None) is None:
-        raise ValueError("decoder='distilled' needs a distilled student: run `farmer distill` "
-                         "or load a checkpoint that contains one")
+    _check_decoder(model, decoder)
     plan = _plan(model, labels, guidance=guidance, cfg_scale=cfg_scale, seed=seed,
                  num_samples=num_samples, t_pi=t_pi, t_sigma=t_sigma, candidates_cond=candidates_cond,
                  candidates_uncond=candidates_uncond, t_pi_verify=t_pi_verify,
@@ -284,6 +323,82 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
     return SampleResult(images=images, tokens=z_inf, redundant=z_red, z=z,
                         latent_image=to_image(z), block_images=[to_image(s) for s in steps],
                         stats=plan.stats)
+
+
+@dataclass
+class SampleStep:
+    """One progress event of `sample_steps`.
+
+    stage   "token": informative token `index` (0-based, AR order) of `total` = N was drawn;
+            "redundant": Z^R was drawn, the latent is complete (index 0, total 1);
+            "block": flow block `index` of `total` = n was inverted (last block first);
+            "done": `result` holds the SampleResult
+    z       (B, N, d) the latent so far in raster (flow) order; tokens not drawn yet, and
+            the redundant channels before the "redundant" stage, are 0    [token, redundant]
+    drawn   bool (N,) raster order: tokens whose informative part is drawn  [token, redundant]
+    image   float (B, C, H, W): `z` laid out as an image (token, redundant) or the
+            sequence after the inverted block (block; the last one is the image before
+            clipping)
+    result  identical to `sample(..., return_intermediates=True)` with the same arguments  [done]
+    """
+
+    stage: str
+    index: int
+    total: int
+    z: torch.Tensor | None = None
+    drawn: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+    result: SampleResult | None = None
+
+
+@torch.inference_mode()                      # as a generator decorator: on only while it runs
+def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential",
+                 **kwargs) -> Iterator[SampleStep]:
+    """`sample(..., return_intermediates=True)` as a stream of progress events, for
+    progress bars and progressive displays (the app): N "token" steps, one
+    "redundant" step, n "block" steps, then "done" with the SampleResult — the same
+    images, latents and stats as `sample` for the same arguments. Takes the keyword
+    arguments of `sample` except return_intermediates. Arguments are checked on the
+    first `next()`, with the same ValueErrors as `sample`.
+    """
+    _check_decoder(model, decoder)
+    plan = _plan(model, labels, **kwargs)
+    cfg = model.cfg
+    N, d_i = cfg.tokens, cfg.d_i
+    to_image = lambda t: unpatchify(t, cfg.patch_size, cfg.channels, cfg.image_size)  # noqa: E731
+    was_training = model.training
+    model.eval()
+    try:
+        latents = _iter_latents(model, plan)
+        z_ar = drawn_ar = None                                                 # AR order, filled as drawn
+        while True:
+            try:
+                i, z_i = next(latents)                                         # (B, d_I)
+            except StopIteration as done:
+                z_inf, z_red = done.value
+                break
+            if z_ar is None:
+                z_ar = z_i.new_zeros(z_i.shape[0], N, cfg.token_dim)           # (B, N, d)
+                drawn_ar = torch.zeros(N, dtype=torch.bool, device=z_i.device)
+            z_ar[:, i, :d_i] = z_i
+            drawn_ar[i] = True
+            z_now = model.ar_order(z_ar.clone())                               # (B, N, d) raster order
+            yield SampleStep("token", i, N, z=z_now, drawn=model.ar_order(drawn_ar[None])[0].clone(),
+                             image=to_image(z_now))
+        z = model.ar_order(torch.cat([z_inf, z_red], dim=-1))                 # (B, N, d) raster order
+        yield SampleStep("redundant", 0, 1, z=z, drawn=torch.ones(N, dtype=torch.bool, device=z.device),
+                         image=to_image(z))
+        steps = []
+        for k, step in enumerate(_inverse_steps(model, z, decoder)):           # (B, N, d) each
+            steps.append(step)
+            yield SampleStep("block", k, cfg.flow_blocks, image=to_image(step))
+    finally:
+        model.train(was_training)
+    plan.stats["decoder"] = decoder
+    result = SampleResult(images=quantize(to_image(steps[-1])), tokens=z_inf, redundant=z_red, z=z,
+                          latent_image=to_image(z), block_images=[to_image(s) for s in steps],
+                          stats=plan.stats)
+    yield SampleStep("done", 0, 1, image=result.images, result=result)
 
 
 @torch.inference_mode()

@@ -1,0 +1,423 @@
+"""The app's handlers: plain functions over `farmer`'s public surface, one per endpoint.
+
+`Workbench` loads the model (and the test split, when the data is on disk)
+once; its methods are the handlers the UI wires to buttons, and tests call
+them directly. Each checks every argument against `RANGES` first — the
+sliders show the same ranges, but a client can send anything — and turns a
+bad value, or a ValueError from the library, into `gr.Error` with a message,
+so a user sees what to change and never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import torch
+
+import farmer
+from farmer.checkpoint import read_config, resolve
+from farmer.data import FMNIST_CLASSES, dequantize_uniform, load_dataset, make_generator, quantize
+from farmer.images import FITS, load_image, looks_dark_on_light
+from farmer.layers import unpatchify
+from farmer.likelihood import LN2, estimator_name
+from farmer.sampling import sample_steps
+
+from . import render
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = REPO / "checkpoints" / "fmnist"
+
+UNCONDITIONAL = "unconditional"
+ANY_CLASS = "any class"
+OWN_LABEL = "the image's own label"
+SOURCES = ("test image", "model sample", "upload")
+GUIDANCE = ("none", "naive", "resample")
+DECODERS = ("sequential", "distilled")
+Z_I_MODES = ("keep", "perturb")
+NOISE_SEED = 0            # dequantisation noise of every bits/dim shown: one fixed draw, stated next to it
+SHOWN = 8                 # samples shown in each frame of the progressive view
+
+# name -> (low, high, integer?): the server-side check and the slider's range in one place
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "cfg_scale": (0.0, 10.0, False),
+    "candidates_cond": (0, 32, True),
+    "candidates_uncond": (0, 32, True),
+    "t_pi": (0.0, 3.0, False),
+    "t_sigma": (0.05, 3.0, False),
+    "t_pi_verify": (0.0, 3.0, False),
+    "t_sigma_verify": (0.05, 3.0, False),
+    "t_select": (0.0, 10.0, False),
+    "seed": (0, 2**31 - 1, True),
+    "test_index": (0, 9999, True),
+    "variance_scale": (0.0, 4.0, False),
+    "z_i_noise": (0.0, 3.0, False),
+    "draws": (1, 8, True),
+}
+
+
+def check(name: str, value: Any, low: float | None = None, high: float | None = None,
+          integer: bool | None = None) -> int | float:
+    """`value` as a number in [low, high] (RANGES[name] by default) or gr.Error naming it."""
+    if low is None:
+        low, high, integer = RANGES[name]
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok and math.isfinite(value) and low <= value <= high and (not integer or float(value).is_integer()):
+        return int(value) if integer else float(value)
+    raise gr.Error(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}", title="Out of range")
+
+
+def choose(name: str, value: Any, choices) -> Any:
+    if value not in choices:
+        raise gr.Error(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}", title="Unknown option")
+    return value
+
+
+def user_errors(fn):
+    """Library ValueErrors (bad image, bad option) -> gr.Error with the library's message.
+    Works for generator handlers too (Gradio streams those), keeping the signature."""
+    def as_gr(e: ValueError) -> gr.Error:
+        return gr.Error(str(e), title="Cannot do that")
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ValueError as e:
+                raise as_gr(e) from e
+        return gen
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            raise as_gr(e) from e
+    return plain
+
+
+class Workbench:
+    """The model (loaded once) and the handlers. `checkpoint` defaults to the shipped model."""
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", max_batch: int = 16,
+                 data_dir: str | Path | None = None):
+        self.checkpoint = resolve(Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT)
+        self.model = farmer.load(self.checkpoint, device)
+        self.cfg = self.model.cfg
+        self.device = next(self.model.parameters()).device
+        self.max_batch = int(max_batch)
+        meta, _ = read_config(self.checkpoint)
+        data = (meta.get("train") or {}).get("data") or "fashion-mnist"
+        fmnist = data in ("fashion-mnist", "fmnist") and self.cfg.num_classes == 10
+        self.classes = list(FMNIST_CLASSES) if fmnist else [f"class {k}" for k in range(self.cfg.num_classes)]
+        self.data_name = data
+        self.test, self.test_error, self._test_labels = None, "", None
+        try:                                             # no download from a server: use what is on disk
+            self.test = load_dataset(data, "test", self.cfg, path=data_dir, download=False)
+        except (FileNotFoundError, ValueError) as e:
+            self.test_error = f"No test images: {e}"
+        self.has_student = self.model.student is not None
+        self.decoders = DECODERS if self.has_student else DECODERS[:1]
+
+    # ------------------------------------------------------------------ choices
+    @property
+    def class_choices(self) -> list[str]:
+        return [UNCONDITIONAL] + self.classes
+
+    @property
+    def condition_choices(self) -> list[str]:
+        return [OWN_LABEL, UNCONDITIONAL] + self.classes
+
+    def label_of(self, name: str, what: str = "class") -> int | None:
+        """A class name (or "unconditional") -> its index (or None)."""
+        choose(what, name, self.class_choices)
+        return None if name == UNCONDITIONAL else self.classes.index(name)
+
+    def class_name(self, label: int | None) -> str:
+        return UNCONDITIONAL if label is None else self.classes[label]
+
+    # ------------------------------------------------------------------ Sample tab
+    @user_errors
+    def sample(self, class_name: str = UNCONDITIONAL, guidance: str = "resample", cfg_scale: float = 2.0,
+               candidates_cond: int = 5, candidates_uncond: int = 5, t_pi: float = 1.0, t_sigma: float = 1.0,
+               t_pi_verify: float = 0.1, t_sigma_verify: float = 1.0, t_select: float = 1.1,
+               seed: int = 0, batch_size: int = 8, decoder: str = "sequential",
+               progress=gr.Progress()):
+        """Draw a batch, streaming the progressive view. Yields (grid, seconds, frames, stats);
+        the grid and seconds are filled in by the last yield."""
+        label = self.label_of(class_name)
+        choose("guidance", guidance, GUIDANCE)
+        choose("decoder", decoder, self.decoders)
+        kw = {name: check(name, v) for name, v in [
+            ("cfg_scale", cfg_scale), ("candidates_cond", candidates_cond),
+            ("candidates_uncond", candidates_uncond), ("t_pi", t_pi), ("t_sigma", t_sigma),
+            ("t_pi_verify", t_pi_verify), ("t_sigma_verify", t_sigma_verify), ("t_select", t_select),
+            ("seed", seed)]}
+        B = check("batch_size", batch_size, 1, self.max_batch, True)
+        if guidance == "resample" and kw["candidates_cond"] + kw["candidates_uncond"] < 1:
+            raise gr.Error("resampling needs at least one candidate: raise s_c or s_u", title="Out of range")
+        labels = None if label is None else [label] * B
+        N, n = self.cfg.tokens, self.cfg.flow_blocks
+        snapshots = {max(0, round(N * f) - 1) for f in (0.25, 0.5, 0.75)}
+        frames: list[tuple[np.ndarray, str]] = []
+        steps = sample_steps(self.model, labels, num_samples=B, guidance=guidance, decoder=decoder, **kw)
+        compute = 0.0
+        while True:
+            start = time.perf_counter()
+            step = next(steps)                                                  # the work happens here
+            compute += time.perf_counter() - start
+            if step.stage == "token":
+                progress((step.index + 1, N + 1 + n), desc="AR: drawing latent tokens", unit="steps")
+                if step.index in snapshots:
+                    frames.append((self._latent_frame(step), f"latent: {step.index + 1}/{N} tokens drawn"))
+                    yield None, None, list(frames), gr.skip()
+            elif step.stage == "redundant":
+                progress((N + 1, N + 1 + n), desc="AF: inverting the flow", unit="steps")
+                frames.append((self._latent_frame(step), "latent: Z^I and Z^R drawn"))
+                yield None, None, list(frames), gr.skip()
+            elif step.stage == "block":
+                progress((N + 2 + step.index, N + 1 + n), desc="AF: inverting the flow", unit="steps")
+                last = step.index == n - 1
+                frames.append((render.image_frame(step.image, SHOWN, pixels=last),
+                               f"after inverting block {n - step.index} of {n}"
+                               + ("" if last else " (contrast stretched)")))
+                yield None, None, list(frames), gr.skip()
+            else:
+                result = step.result
+                break
+        stats = {**result.stats, "class": class_name, "batch_size": B, "seconds": round(compute, 4),
+                 "seconds_per_image": round(compute / B, 5), "checkpoint": str(self.checkpoint)}
+        yield render.sample_grid(result.images), round(compute, 4), frames, stats
+
+    def _latent_frame(self, step) -> np.ndarray:
+        """The latent so far: drawn informative values, then the redundant ones; the rest UNDRAWN."""
+        cfg = self.cfg
+        informative = torch.arange(cfg.token_dim, device=step.drawn.device) < cfg.d_i  # (d,) Z^I channels
+        known = step.drawn[:, None] & informative[None]                                 # (N, d)
+        if step.stage == "redundant":
+            known = torch.ones_like(known)
+        known_img = unpatchify(known[None].float(), cfg.patch_size, cfg.channels, cfg.image_size)[0] > 0
+        known_img = known_img.cpu()                                                     # (C, H, W)
+        return render.latent_frame(step.image, known_img, SHOWN)
+
+    # ------------------------------------------------------------------ picking an image
+    def pick_image(self, source: str, test_class: str = ANY_CLASS, test_index: int = 0,
+                   sample_class: str = UNCONDITIONAL, sample_seed: int = 0, upload: Any = None,
+                   fit: str = "pad", invert: bool = False) -> tuple[torch.Tensor, int | None, str, list[str]]:
+        """-> uint8 (1, C, H, W), its own label (or None), a description, conversion notes."""
+        choose("source", source, SOURCES)
+        if source == "test image":
+            if self.test is None:
+                raise gr.Error(self.test_error, title="No test data")
+            choose("test class", test_class, [ANY_CLASS] + self.classes)
+            if test_class == ANY_CLASS:
+                pool = None
+                i = check("test_index", test_index, 0, len(self.test) - 1, True)
+            else:
+                labels = self.test_labels()
+                pool = np.flatnonzero(labels == self.classes.index(test_class))
+                i = int(pool[check("test_index", test_index, 0, len(pool) - 1, True)])
+            x, y = self.test.get_batch([i])
+            label = int(y[0]) if self.cfg.num_classes else None
+            what = f"test image #{i}" + (f" ({self.classes[label]})" if label is not None else "")
+            if pool is not None:
+                what += f", number {test_index} of the {len(pool)} of its class"
+            return x.to(self.device), label, what, []
+        if source == "model sample":
+            label = self.label_of(sample_class, "sample class")
+            seed = check("seed", sample_seed)
+            x = farmer.sample(self.model, None if label is None else [label], num_samples=1, seed=seed)
+            return x, label, f"a model sample ({self.class_name(label)}, seed {seed}, no guidance)", []
+        if upload is None or upload == "":
+            raise gr.Error("Choose an image file to upload first.", title="No file")
+        choose("fit", fit, FITS)
+        path = upload if isinstance(upload, (str, Path)) else getattr(upload, "name", None) or upload.get("path")
+        conv = load_image(path, self.cfg.image_size, self.cfg.channels, fit=fit, invert=bool(invert))
+        notes = list(conv.notes)
+        if not invert and looks_dark_on_light(conv.pixels):
+            notes.append("hint: the background is light but the training images are light-on-dark; "
+                         "try 'invert'")
+        return torch.from_numpy(conv.pixels)[None].to(self.device), None, f"upload {Path(str(path)).name}", notes
+
+    def test_labels(self) -> np.ndarray:
+        """(len(test),) int labels of the test split (read once)."""
+        if self._test_labels is None:
+            labels = getattr(self.test, "labels", None)                         # in memory for array data
+            self._test_labels = (np.asarray(labels) if labels is not None
+                                 else np.asarray([self.test[i][1] for i in range(len(self.test))]))
+        return self._test_labels
+
+    def condition(self, name: str, own: int | None) -> tuple[int | None, str]:
+        """The label to score under: the image's own, none (null class) or a chosen class."""
+        choose("condition", name, self.condition_choices)
+        if self.cfg.num_classes == 0:
+            return None, "unconditional model"
+        if name == OWN_LABEL:
+            label = own
+        else:
+            label = None if name == UNCONDITIONAL else self.classes.index(name)
+        return label, ("p(x) under the null class (unconditional)" if label is None
+                       else f"p(x | {self.classes[label]})")
+
+    # ------------------------------------------------------------------ Likelihood tab
+    @user_errors
+    def likelihood(self, source: str = "test image", test_class: str = ANY_CLASS, test_index: int = 0,
+                   sample_class: str = UNCONDITIONAL, sample_seed: int = 0, upload: Any = None,
+                   fit: str = "pad", invert: bool = False, condition: str = OWN_LABEL):
+        """Score one image: (image, summary, pixel heatmap, token map, block chart, terms chart, numbers)."""
+        x, own, what, notes = self.pick_image(source, test_class, test_index, sample_class, sample_seed,
+                                              upload, fit, invert)
+        label, cond = self.condition(condition, own)
+        y = None if label is None else torch.tensor([label], device=self.device)
+        m = farmer.likelihood_map(self.model, x, y, seed=NOISE_SEED)
+        cfg, D = self.cfg, self.cfg.data_dim
+        bpd = float(m["bpd"][0])
+        pixel = m["pixel_bits"][0].double().cpu().numpy()                           # (C, H, W)
+        h = cfg.image_size // cfg.patch_size
+        grid = lambda t: t[0].double().cpu().numpy().reshape(h, h)                  # noqa: E731 (N,) -> (h, w)
+        flow_tok = m["token_bits"] - m["token_prior_bits"]                      # −log|det| + ln128 part
+        per_block = (-m["block_logdet"][0] / (D * LN2)).tolist()                # bits/dim of each block
+        # the four parts of the total, in bits/dim; "dequantisation" is the + D·ln128 of the [−1, 1] rescale
+        terms = {"prior_informative": float(m["prior_informative_bits"][0]) / D,
+                 "prior_redundant": float(m["prior_redundant_bits"][0]) / D,
+                 "flow_neg_logdet": -float(m["logdet_bits"][0]) / D,
+                 "dequantisation": math.log2(128.0)}
+        prior = terms["prior_informative"] + terms["prior_redundant"]
+        numbers = {
+            "bits_per_dim": bpd, "nll_nats": float(m["nll"][0]),
+            "estimator": f"{estimator_name(1)}, noise seed {NOISE_SEED}",
+            "image": what, "conditioning": cond, "conversion": notes,
+            "terms_bits_per_dim": terms,
+            "prior_split_bits_per_dim": {"informative": terms["prior_informative"],
+                                         "redundant": terms["prior_redundant"], "total": prior},
+            "block_bits_per_dim": per_block, "pixel_bits_sum": float(pixel.sum()),
+        }
+        summary = (f"**{bpd:.3f} bits/dim** — {what}, scored as {cond}.  \n"
+                   f"Estimator: {numbers['estimator']}.  \n"
+                   f"Prior {prior:.3f} bits/dim = informative Z^I {terms['prior_informative']:.3f} + redundant "
+                   f"Z^R {terms['prior_redundant']:.3f}; flow −log|det| {terms['flow_neg_logdet']:.3f}; "
+                   f"+7 for the [−1, 1] rescale.")
+        if notes:
+            summary += "  \n**Converted:** " + "; ".join(notes) + "."
+        shown = render.enlarge(render.squeeze(x[0].cpu().numpy().transpose(1, 2, 0)), 224)
+        heat = render.pixel_heatmap(pixel.sum(0), f"bits per pixel (sum {pixel.sum():.0f} = {bpd:.3f} × {D})")
+        tokens = render.token_heatmap(grid(m["token_bits"]), grid(m["token_informative_bits"]),
+                                      grid(m["token_redundant_bits"]), grid(flow_tok),
+                                      f"bits per token ({cfg.patch_size}×{cfg.patch_size} patch)")
+        blocks = render.bar_chart([f"block {t + 1}" for t in range(cfg.flow_blocks)], per_block,
+                                  "−log|det| of each flow block", "bits/dim")
+        split = render.bar_chart(["prior Z^I", "prior Z^R", "flow −log|det|", "+log2 128"],
+                                 list(terms.values()), f"where the {bpd:.3f} bits/dim go", "bits/dim",
+                                 colors=["#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"])
+        return shown, summary, heat, tokens, blocks, split, numbers
+
+    @user_errors
+    def compare(self, a_source: str = "test image", a_test_class: str = ANY_CLASS, a_test_index: int = 0,
+                a_sample_class: str = UNCONDITIONAL, a_sample_seed: int = 0, a_upload: Any = None,
+                a_fit: str = "pad", a_invert: bool = False, a_condition: str = OWN_LABEL,
+                b_source: str = "test image", b_test_class: str = ANY_CLASS, b_test_index: int = 1,
+                b_sample_class: str = UNCONDITIONAL, b_sample_seed: int = 0, b_upload: Any = None,
+                b_fit: str = "pad", b_invert: bool = False, b_condition: str = OWN_LABEL):
+        """`likelihood` of A and of B, their pixel heatmaps on one colour scale, and B − A."""
+        a = self.likelihood(a_source, a_test_class, a_test_index, a_sample_class, a_sample_seed, a_upload,
+                            a_fit, a_invert, a_condition)
+        b = self.likelihood(b_source, b_test_class, b_test_index, b_sample_class, b_sample_seed, b_upload,
+                            b_fit, b_invert, b_condition)
+        lo = min(float(np.min(f.data[0].z)) for f in (a[2], b[2]))
+        hi = max(float(np.max(f.data[0].z)) for f in (a[2], b[2]))
+        for out in (a, b):
+            out[2].update_traces(zmin=lo, zmax=hi)
+        d = b[6]["bits_per_dim"] - a[6]["bits_per_dim"]
+        note = (f"**B − A = {d:+.3f} bits/dim** ({b[6]['bits_per_dim']:.3f} vs {a[6]['bits_per_dim']:.3f}); "
+                f"both heatmaps on one colour scale, {lo:.1f} to {hi:.1f} bits.")
+        return (*a, *b, note)
+
+    # ------------------------------------------------------------------ Channels tab
+    @user_errors
+    def channels(self, source: str = "test image", test_class: str = ANY_CLASS, test_index: int = 0,
+                 sample_class: str = UNCONDITIONAL, sample_seed: int = 0, upload: Any = None,
+                 fit: str = "pad", invert: bool = False, condition: str = OWN_LABEL,
+                 variance_scale: float = 1.0, z_i_mode: str = "keep", z_i_noise: float = 0.5,
+                 draws: int = 4, seed: int = 0, decoder: str = "sequential"):
+        """Informative vs redundant: decode with Z^R redrawn from the model at `variance_scale`
+        × its variance and Z^I kept or perturbed. -> (gallery, summary, channel table, channel chart)."""
+        v = check("variance_scale", variance_scale)
+        choose("Z^I", z_i_mode, Z_I_MODES)
+        noise = check("z_i_noise", z_i_noise)
+        R, seed = check("draws", draws), check("seed", seed)
+        choose("decoder", decoder, self.decoders)
+        x, own, what, notes = self.pick_image(source, test_class, test_index, sample_class, sample_seed,
+                                              upload, fit, invert)
+        label, cond = self.condition(condition, own)
+        model, cfg = self.model, self.cfg
+        N, d, d_i = cfg.tokens, cfg.token_dim, cfg.d_i
+        g = make_generator(seed, self.device)
+        y = None if label is None else torch.tensor([label], device=self.device)
+        with torch.no_grad():
+            z, _ = model.encode(dequantize_uniform(x, NOISE_SEED))              # (1, N, d) raster order
+            z_inf, z_red = model.split(model.ar_order(z))                        # AR order: (1,N,d_I), (1,N,d_R)
+            zi = z_inf.expand(R, -1, -1).clone()                                 # (R, N, d_I)
+            if z_i_mode == "perturb":
+                zi = zi + noise * torch.randn(zi.shape, generator=g, device=zi.device)
+            y_ar = model.labels_or_null(None if y is None else y.expand(R), R, zi.device)   # null if None
+            zr = self._redraw_redundant(zi, y_ar, v, g)                          # (R, N, d_R)
+            z_new = model.ar_order(torch.cat([zi, zr], dim=-1))                  # (R, N, d) raster order
+            recon = quantize(model.decode(z, decoder))                           # (1, C, H, W)
+            imgs = quantize(model.decode(z_new, decoder))                        # (R, C, H, W)
+            logdet = model.nll(x, y, seed=NOISE_SEED, detail=True)["logdet_terms"][0].sum((0, 1))  # (d,) nats
+        big = lambda t: render.enlarge(render.squeeze(t.cpu().numpy().transpose(1, 2, 0)), 168)  # noqa: E731
+        zi_note = "Z^I kept" if z_i_mode == "keep" else f"Z^I + {noise:g}·ε"
+        gallery = [(big(x[0]), "input"), (big(recon[0]), "decode(encode(x)): both groups kept")]
+        gallery += [(big(imgs[r]), f"{zi_note}, Z^R redrawn (variance ×{v:g}) #{r + 1}") for r in range(R)]
+        change = (imgs.float() - recon.float()).abs().mean().item()
+        # per-channel statistics; channel j is the same slot of every patch in both token orders
+        p, zs = cfg.patch_size, model.ar_order(z)[0]                             # (N, d) AR order
+        rows = []
+        for j in range(d):
+            c, r, col = j // (p * p), (j % (p * p)) // p, j % p
+            rows.append([j, "informative Z^I" if j < d_i else "redundant Z^R",
+                         f"ch {c}, row {r}, col {col}" if cfg.channels > 1 else f"row {r}, col {col}",
+                         round(float(zs[:, j].mean()), 4), round(float(zs[:, j].std()), 4),
+                         round(float(zs[:, j].abs().mean()), 4), round(float(-logdet[j]) / LN2 / N, 4)])
+        headers = ["channel", "group", "position in patch", "mean z", "std z", "mean |z|",
+                   "−log|det| bits/token"]
+        chart = render.bar_chart([str(j) for j in range(d)], [r[4] for r in rows],
+                                 "std of each latent channel over the tokens (blue Z^I, orange Z^R)", "std",
+                                 colors=["#1f77b4" if j < d_i else "#ff7f0e" for j in range(d)])
+        mode = cfg.redundant_mode
+        how = {"split": "from the model's shared mixture G_{N+1}(· | Z^I, c)",
+               "jetformer": "from N(0, I) (this model's JetFormer-style redundant group)",
+               "none": "— this model has no redundant group (d_R = 0), so only Z^I can change"}[mode]
+        summary = (f"{what}, encoded with noise seed {NOISE_SEED}; {cond}.  \n"
+                   f"Z^I: {d_i} of {d} channels per token; Z^R: {d - d_i}, redrawn {how}, "
+                   f"variance ×{v:g}, seed {seed}.  \n"
+                   f"Mean |pixel change| vs the reconstruction: **{change:.1f} grey levels** ({zi_note}).")
+        if notes:
+            summary += "  \n**Converted:** " + "; ".join(notes) + "."
+        return gallery, summary, pd.DataFrame(rows, columns=headers), chart
+
+    def _redraw_redundant(self, zi: torch.Tensor, y_ar: torch.Tensor, v: float,
+                          g: torch.Generator) -> torch.Tensor:
+        """Z^R (R, N, d_R) given Z^I (R, N, d_I): N draws from the model's redundant mixture with
+        each component's variance scaled by v (v = 0: the chosen components' means)."""
+        cfg, R, N = self.cfg, zi.shape[0], self.cfg.tokens
+        if cfg.redundant_mode == "none":
+            return zi.new_zeros(R, N, 0)
+        if cfg.redundant_mode == "jetformer":
+            return math.sqrt(v) * torch.randn((R, N, cfg.d_r), generator=g, device=zi.device)
+        _, g_red = self.model.ar(zi, y_ar)                                      # G_{N+1} over (R,)
+        k = g_red.sample_components(N, g)                                       # (N, R)
+        if v > 0:
+            zr = g_red.with_temperature(1.0, math.sqrt(v)).sample_given(k, g)   # (N, R, d_R)
+        else:
+            idx = k[..., None, None].expand(N, R, 1, cfg.d_r)
+            zr = g_red.means.expand(N, *g_red.means.shape).gather(-2, idx).squeeze(-2)
+        return zr.transpose(0, 1)                                               # (R, N, d_R)

@@ -1,0 +1,229 @@
+"""The app's handlers called directly on the shipped model (no server, no browser).
+
+Properties only, never figures: the shipped checkpoint is replaced as training improves.
+"""
+import math
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import farmer
+from conftest import need_or_skip
+from _app_server import REPO, tiny_png
+from farmer.data import HOW_TO_GET_FMNIST
+
+from app import DEFAULT_CHECKPOINT, Workbench, build_app                       # noqa: E402 (path set above)
+from app import render
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def wb():
+    return Workbench()
+
+
+@pytest.fixture
+def test_data(wb):
+    need_or_skip(wb.test is not None, f"the app's test-image source needs Fashion-MNIST: {HOW_TO_GET_FMNIST}")
+    return wb.test
+
+
+def last(gen):
+    """Run a streaming handler to the end; return (all yields, the final one)."""
+    out = list(gen)
+    return out, out[-1]
+
+
+def test_default_checkpoint_is_the_shipped_model_whatever_the_cwd(wb, monkeypatch, tmp_path):
+    assert DEFAULT_CHECKPOINT == REPO / "checkpoints" / "fmnist"
+    assert wb.checkpoint == DEFAULT_CHECKPOINT and wb.cfg == farmer.load(DEFAULT_CHECKPOINT).cfg
+    monkeypatch.chdir(tmp_path)
+    assert Workbench(max_batch=2).checkpoint == DEFAULT_CHECKPOINT
+
+
+@pytest.mark.parametrize("cls, guidance, decoder", [("Trouser", "resample", "sequential"),
+                                                    ("unconditional", "none", "distilled"),
+                                                    ("Bag", "naive", "sequential")])
+def test_sample_streams_the_progressive_view_then_the_grid(wb, cls, guidance, decoder):
+    if decoder not in wb.decoders:
+        pytest.skip("this checkpoint has no distilled student")
+    yields, (grid, seconds, frames, stats) = last(wb.sample(cls, guidance, 2.0, seed=3, batch_size=2,
+                                                            decoder=decoder))
+    n = wb.cfg.flow_blocks
+    assert len(yields) == 3 + 1 + n + 1                                        # token snapshots, Z^R, blocks, done
+    assert all(y[0] is None for y in yields[:-1])                              # the grid comes at the end
+    assert [len(y[2]) for y in yields[:-1]] == list(range(1, len(yields)))     # frames accumulate
+    assert grid.dtype == np.uint8 and grid.ndim == 2 and min(grid.shape) >= 2 * 28
+    assert isinstance(seconds, float) and seconds > 0
+    assert len(frames) == 3 + 1 + n and all(f.dtype == np.uint8 for f, _ in frames)
+    assert "tokens drawn" in frames[0][1] and f"block 1 of {n}" in frames[-1][1]
+    assert stats["batch_size"] == 2 and stats["decoder"] == decoder and stats["class"] == cls
+    assert stats["guidance"] == ("none" if cls == "unconditional" else guidance)
+
+
+def test_sample_grid_is_the_library_sample(wb):
+    *_, (grid, _, frames, _) = wb.sample("Sneaker", "resample", 1.5, 3, 2, 1.0, 0.9, 0.2, 1.0, 1.1, seed=7,
+                                         batch_size=3, decoder="sequential")
+    imgs = farmer.sample(wb.model, [7, 7, 7], guidance="resample", cfg_scale=1.5, candidates_cond=3,
+                         candidates_uncond=2, t_pi=1.0, t_sigma=0.9, t_pi_verify=0.2, t_sigma_verify=1.0,
+                         t_select=1.1, seed=7)
+    assert np.array_equal(grid, render.sample_grid(imgs))                      # a thin shell: same pixels
+    assert np.array_equal(frames[-1][0], render.image_frame(
+        farmer.sample(wb.model, [7] * 3, guidance="resample", cfg_scale=1.5, candidates_cond=3,
+                      candidates_uncond=2, t_sigma=0.9, t_pi_verify=0.2, seed=7,
+                      return_intermediates=True).block_images[-1], 8, pixels=True))
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("cfg_scale", dict(cfg_scale=11.0)), ("cfg_scale", dict(cfg_scale=float("nan"))),
+    ("t_sigma", dict(t_sigma=0.0)), ("t_pi", dict(t_pi=-1.0)), ("candidates_cond", dict(candidates_cond=2.5)),
+    ("seed", dict(seed=-1)), ("batch_size", dict(batch_size=10_000)), ("batch_size", dict(batch_size=None)),
+    ("guidance", dict(guidance="cfg++")), ("decoder", dict(decoder="jacobi")), ("class", dict(class_name="Hat")),
+    ("candidate", dict(candidates_cond=0, candidates_uncond=0)),
+])
+def test_sample_rejects_bad_values_with_a_named_message(wb, name, kwargs):
+    args = dict(class_name="Trouser", guidance="resample", batch_size=1) | kwargs
+    with pytest.raises(gr.Error, match=name):
+        next(iter(wb.sample(**args)))
+
+
+def test_likelihood_of_a_test_image_is_model_nll_and_the_heatmap_sums_to_it(wb, test_data):
+    image, summary, heat, tokens, blocks, split, numbers = wb.likelihood("test image", "any class", 5)
+    x, y = test_data.get_batch([5])
+    ref = wb.model.nll(x, y, seed=0)
+    bpd, D = numbers["bits_per_dim"], wb.cfg.data_dim
+    assert math.isfinite(bpd) and bpd == pytest.approx(float(ref["bpd"][0]), abs=1e-6)
+    pixel = np.asarray(heat.data[0].z, dtype=np.float64)
+    assert pixel.shape == (28, 28) and pixel.sum() == pytest.approx(bpd * D, rel=1e-5)
+    assert sum(numbers["terms_bits_per_dim"].values()) == pytest.approx(bpd, abs=1e-4)
+    split_ = numbers["prior_split_bits_per_dim"]
+    assert split_["informative"] + split_["redundant"] == pytest.approx(split_["total"])
+    assert split_["informative"] == pytest.approx(float(ref["prior_informative"][0]) / (D * math.log(2)), rel=1e-5)
+    assert len(numbers["block_bits_per_dim"]) == wb.cfg.flow_blocks
+    tok = np.asarray(tokens.data[0].z, dtype=np.float64)
+    assert tok.shape == (7, 7) and tok.sum() == pytest.approx(bpd * D, rel=1e-5)
+    assert image.dtype == np.uint8 and image.shape[0] >= 28 and "bits/dim" in summary
+    assert wb.classes[int(y[0])] in summary and "single-sample" in numbers["estimator"]
+
+
+def test_test_image_by_class_and_the_label_to_score_under(wb, test_data):
+    *_, numbers = wb.likelihood("test image", "Bag", 2, condition="unconditional")
+    i = int(np.flatnonzero(test_data.labels.numpy() == 8)[2])
+    x, _ = test_data.get_batch([i])
+    assert numbers["bits_per_dim"] == pytest.approx(float(wb.model.nll(x, None, seed=0)["bpd"][0]), abs=1e-6)
+    assert f"#{i}" in numbers["image"] and "null class" in numbers["conditioning"]
+    with pytest.raises(gr.Error, match="test_index"):
+        wb.likelihood("test image", "Bag", 5000)                               # only ~1000 bags
+
+
+def test_likelihood_of_a_model_sample(wb):
+    *_, numbers = wb.likelihood("model sample", sample_class="Coat", sample_seed=4)
+    x = farmer.sample(wb.model, [4], seed=4)
+    assert numbers["bits_per_dim"] == pytest.approx(float(wb.model.nll(x, torch.tensor([4]), seed=0)["bpd"][0]),
+                                                    abs=1e-6)
+
+
+@pytest.mark.parametrize("mode, size, note", [("RGB", (60, 40), "luma"), ("RGBA", (28, 28), "transparency"),
+                                              ("P", (300, 90), "palette"), ("I;16", (28, 50), "16-bit")])
+def test_uploads_of_any_mode_and_size_are_converted_with_a_note(wb, tmp_path, mode, size, note):
+    path = tmp_path / "in.png"
+    if mode == "I;16":
+        Image.fromarray((np.arange(size[0] * size[1]).reshape(size[1], size[0]) * 40).astype(np.uint16)).save(path)
+    elif mode == "RGBA":
+        a = np.zeros((28, 28, 4), np.uint8)
+        a[8:20, 8:20] = 255
+        Image.fromarray(a, "RGBA").save(path)
+    else:
+        tiny_png(path, size, mode)
+    image, summary, heat, *_, numbers = wb.likelihood("upload", upload=str(path))
+    assert any(note in n for n in numbers["conversion"]) and "Converted" in summary
+    assert math.isfinite(numbers["bits_per_dim"]) and image.dtype == np.uint8
+    assert np.asarray(heat.data[0].z).shape == (28, 28)
+
+
+def test_non_image_and_missing_uploads_are_clear_errors(wb, tmp_path):
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not a picture")
+    with pytest.raises(gr.Error, match="not an image"):
+        wb.likelihood("upload", upload=str(txt))
+    with pytest.raises(gr.Error, match="upload"):
+        wb.likelihood("upload", upload=None)
+    with pytest.raises(gr.Error, match="source"):
+        wb.likelihood("webcam")
+
+
+def test_compare_puts_both_heatmaps_on_one_scale(wb):
+    out = wb.compare("model sample", a_sample_class="Trouser", a_sample_seed=1,
+                     b_source="model sample", b_sample_class="Bag", b_sample_seed=2)
+    assert len(out) == 15
+    a, b = out[2].data[0], out[9].data[0]
+    assert (a.zmin, a.zmax) == (b.zmin, b.zmax) and a.zmin <= np.min(a.z) and b.zmax >= np.max(b.z)
+    assert f"{out[13]['bits_per_dim'] - out[6]['bits_per_dim']:+.3f}" in out[14]
+
+
+@pytest.mark.parametrize("z_i_mode", ["keep", "perturb"])
+def test_channels_redraws_the_redundant_group(wb, z_i_mode):
+    gallery, summary, table, chart = wb.channels("model sample", sample_class="Sandal", sample_seed=1,
+                                                 variance_scale=1.5, z_i_mode=z_i_mode, draws=3, seed=2)
+    cfg = wb.cfg
+    assert len(gallery) == 2 + 3 and all(img.dtype == np.uint8 for img, _ in gallery)
+    assert len(table) == cfg.token_dim and list(table["group"]).count("informative Z^I") == cfg.d_i
+    assert len(chart.data[0].y) == cfg.token_dim and "grey levels" in summary
+    again = wb.channels("model sample", sample_class="Sandal", sample_seed=1, variance_scale=1.5,
+                        z_i_mode=z_i_mode, draws=3, seed=2)[0]
+    assert all(np.array_equal(p[0], q[0]) for p, q in zip(gallery, again))       # seeded
+    other = wb.channels("model sample", sample_class="Sandal", sample_seed=1, variance_scale=1.5,
+                        z_i_mode=z_i_mode, draws=3, seed=3)[0]
+    assert not np.array_equal(gallery[2][0], other[2][0])
+
+
+def test_channels_at_zero_variance_and_the_reconstruction(wb):
+    gallery, *_ = wb.channels("model sample", sample_class="Dress", variance_scale=0.0, draws=2, seed=0)
+    x = farmer.sample(wb.model, [3], seed=0)                                   # the same picked image
+    recon = gallery[1][0]
+    assert np.abs(recon.astype(int)[::6, ::6] - x[0, 0].numpy().astype(int)).max() <= 2   # exact up to rounding
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(variance_scale=4.5), "variance_scale"),
+                                          (dict(draws=0), "draws"), (dict(z_i_mode="shuffle"), "Z\\^I"),
+                                          (dict(z_i_noise=-0.1), "z_i_noise")])
+def test_channels_rejects_bad_values(wb, kwargs, name):
+    with pytest.raises(gr.Error, match=name):
+        wb.channels("model sample", **kwargs)
+
+
+def test_the_app_builds_with_named_endpoints_and_a_bounded_queue(wb):
+    demo = build_app(wb, queue_size=5, concurrency=1)
+    served = [fn for fn in demo.fns.values() if fn.fn is not None]           # (the rest is browser-side js)
+    assert sorted(fn.api_name for fn in served) == ["channels", "compare", "likelihood", "likelihood_b", "sample"]
+    assert all(fn.queue and fn.concurrency_limit == 1 and fn.concurrency_id == "model" for fn in served)
+    assert demo._queue.max_size == 5
+
+
+def test_another_checkpoint_via_the_checkpoint_argument(tmp_path):
+    from _models import perturbed_model
+    model = perturbed_model("tiny")
+    farmer.save(model, tmp_path / "tiny")
+    wb = Workbench(tmp_path / "tiny", max_batch=2)
+    assert wb.cfg == model.cfg and wb.decoders == ("sequential",)            # no student in this one
+    assert wb.test is None and "No test images" in wb.test_error               # 8×8 model, 28×28 data
+    *_, (grid, seconds, frames, stats) = wb.sample(wb.class_choices[-1], "resample", batch_size=2)
+    assert grid.dtype == np.uint8 and seconds > 0 and stats["checkpoint"] == str(tmp_path / "tiny")
+    with pytest.raises(gr.Error, match="No test images"):
+        wb.likelihood("test image")
+    with pytest.raises(gr.Error, match="batch_size"):
+        next(iter(wb.sample(batch_size=3)))
+    *_, numbers = wb.likelihood("model sample", sample_class=wb.class_choices[1])
+    pixel_sum = numbers["pixel_bits_sum"]
+    assert pixel_sum == pytest.approx(numbers["bits_per_dim"] * wb.cfg.data_dim, rel=1e-5)
+    assert len(wb.channels("model sample", draws=1)[0]) == 3
+
+
+def test_main_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
+    from app.__main__ import main
+    with pytest.raises(SystemExit, match="cannot load the model.*does not exist"):
+        main(["--checkpoint", str(tmp_path / "nowhere")])

@@ -1,0 +1,110 @@
+"""farmer.images.load_image: any image file -> the model's uint8 input, with notes of what was done."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from farmer.images import load_image, looks_dark_on_light
+
+
+def _png(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _grad(h=28, w=28) -> np.ndarray:
+    return np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))
+
+
+def test_model_sized_grey_image_is_used_as_is(tmp_path):
+    a = _grad()
+    path = tmp_path / "x.png"
+    Image.fromarray(a).save(path)
+    r = load_image(path)
+    assert r.pixels.dtype == np.uint8 and r.pixels.shape == (1, 28, 28)
+    assert np.array_equal(r.pixels[0], a) and r.notes == [] and "as is" in r.note
+    assert r.source["format"] == "PNG" and r.source["size"] == (28, 28)
+
+
+@pytest.mark.parametrize("make, expect", [
+    (lambda a: Image.fromarray(np.dstack([a, a, a])), "luma"),
+    (lambda a: Image.fromarray(np.dstack([a, a, a, np.full_like(a, 255)]), "RGBA"), "alpha"),
+    (lambda a: Image.fromarray(np.dstack([a, a, a])).convert("P", palette=Image.Palette.ADAPTIVE), "palette"),
+    (lambda a: Image.fromarray(a.astype(np.uint16) * 257), "16-bit"),
+    (lambda a: Image.fromarray(a).convert("1"), "1-bit"),
+    (lambda a: Image.fromarray(np.dstack([a, a, a])).convert("CMYK"), "CMYK"),
+])
+def test_every_mode_becomes_grey_uint8_with_a_note(make, expect):
+    im = make(_grad())
+    data = _png(im, "TIFF" if im.mode == "CMYK" else "PNG")
+    r = load_image(data)
+    assert r.pixels.dtype == np.uint8 and r.pixels.shape == (1, 28, 28)
+    assert any(expect.lower() in n.lower() for n in r.notes), r.notes
+    if expect in ("luma", "alpha", "palette", "16-bit"):                       # lossless routes keep the values
+        assert np.abs(r.pixels[0].astype(int) - _grad()).max() <= 1
+
+
+def test_sixteen_bit_range_is_rescaled_not_clipped():
+    a = np.array([[0, 257 * 100, 65535]], dtype=np.uint16).repeat(28, 0).repeat(28 // 3 + 1, 1)[:, :28]
+    r = load_image(_png(Image.fromarray(a)))
+    assert set(np.unique(r.pixels)) <= {0, 100, 255} and r.pixels.max() == 255
+
+
+def test_transparency_goes_to_black():
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[:, 14:, 3] = 255                                                      # right half opaque white
+    r = load_image(Image.fromarray(rgba, "RGBA"))
+    assert r.pixels[0, :, :14].max() == 0 and r.pixels[0, :, 14:].min() == 255
+    assert any("transparency" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop", "stretch"])
+def test_any_size_is_fitted(fit):
+    a = np.full((300, 100), 200, np.uint8)                                     # tall, light
+    r = load_image(_png(Image.fromarray(a)), fit=fit)
+    assert r.pixels.shape == (1, 28, 28)
+    assert any("300" in n or "100×300" in n for n in r.notes)
+    if fit == "pad":                                                           # aspect kept: black side bars
+        assert r.pixels[0, :, 0].max() == 0 and r.pixels[0, 14, 14] == 200
+    else:
+        assert r.pixels.min() >= 199
+
+
+def test_rgb_models_get_three_channels_and_invert_flips():
+    r = load_image(Image.fromarray(_grad()), image_size=8, channels=3, invert=True)
+    assert r.pixels.shape == (3, 8, 8) and any("inverted" in n for n in r.notes)
+    assert r.pixels[:, :, 0].min() > 200                                       # was the dark left edge
+
+
+def test_first_frame_of_an_animation():
+    frames = [Image.fromarray(np.full((28, 28), v, np.uint8)) for v in (10, 200)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    r = load_image(buf.getvalue())
+    assert any("first of 2 frames" in n for n in r.notes) and abs(int(r.pixels.mean()) - 10) <= 2
+
+
+@pytest.mark.parametrize("data", [b"", b"hello, this is text", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
+def test_non_images_are_a_clear_value_error(data, tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_bytes(data)
+    with pytest.raises(ValueError, match="not a.*image"):
+        load_image(p)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_bad_arguments():
+    im = Image.fromarray(_grad())
+    with pytest.raises(ValueError, match="fit"):
+        load_image(im, fit="zoom")
+    with pytest.raises(ValueError, match="channels"):
+        load_image(im, channels=2)
+
+
+def test_dark_on_light_hint():
+    assert looks_dark_on_light(np.full((1, 28, 28), 240, np.uint8))
+    assert not looks_dark_on_light(np.zeros((1, 28, 28), np.uint8))
