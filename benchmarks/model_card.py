@@ -158,10 +158,12 @@ def measure(args) -> dict:
         done("seconds_per_image", out)
     w = args.cfg if args.cfg is not None else best_cfg()
     clf, clf_cfg = load_classifier(args.classifier)
-    reference = predict(clf, test.images)[1]
+    reference = None                                   # test-set features, computed once if a figure needs them
     for key, kw in (("quality_unguided", {"guidance": "none"}),
                     ("quality_guided", {"guidance": "resample", "cfg_scale": w})):
         if need(key):
+            if reference is None:
+                reference = predict(clf, test.images)[1]
             q = sample_quality(model, clf, reference, num_samples=args.samples, **kw)
             done(key, {**kw, **q, "classifier_test_accuracy": clf_cfg.get("test_accuracy")})
     if "quality_guided" not in card:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +195,6 @@ def sample_quality(model, classifier: FashionClassifier, reference_features: tor
     Returns {"class_consistency", "fd", "num_samples", "seconds", "seconds_per_image"}
     (+ "images" (n, C, H, W) uint8 with return_images).
     """
-    import time
     from .sampling import sample
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 for a Fréchet distance, got {num_samples}")
