@@ -8,16 +8,22 @@ curve, bits/dim against training seconds and images seen, goes to JSON and
 a PNG; one table sums up every configuration.
 
     python benchmarks/convergence.py                          # the fmnist default, 25 minutes
-    python benchmarks/convergence.py --minutes 10 --configs default lr2e-3
+    python benchmarks/convergence.py --minutes 10 --configs default lr=1e-3
     python benchmarks/convergence.py --configs split none jetformer --minutes 25
 
 Configurations are named overrides of the preset and training defaults
 (CONFIGS below); "key=value" pairs also work, e.g. `lr=3e-3,batch_size=32`.
 Timing excludes evaluation and checkpoint writing (the trainer's clock).
+Results merge into the JSON keyed by (configuration, minutes, threads), under a
+file lock, so two one-thread runs can go side by side on a two-core machine:
+
+    python benchmarks/convergence.py --threads 1 --minutes 10 --configs default &
+    python benchmarks/convergence.py --threads 1 --minutes 10 --configs data-init &
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import sys
@@ -41,6 +47,12 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "split": ({"redundant_mode": "split"}, {}),
     "none": ({"redundant_mode": "none"}, {}),
     "jetformer": ({"redundant_mode": "jetformer"}, {}),
+    "data-init": ({}, {"data_init": 256}),
+    "batch32": ({}, {"batch_size": 32}),
+    "batch128": ({}, {"batch_size": 128}),
+    "d_I=10": ({"d_informative": 10}, {}),
+    "K=32": ({"k_informative": 32, "k_redundant": 32}, {}),
+    "ar2": ({"ar_layers": 2}, {}),
     "tarflow-like": ({"flow_layers": 4, "flow_width": 128, "ar_layers": 1, "ar_width": 32,
                       "redundant_mode": "jetformer", "k_informative": 1}, {"lr": 2e-3, "batch_size": 256}),
 }
@@ -77,7 +89,7 @@ def run_one(name: str, preset: str, minutes: float, test_x, test_y, out: Path, n
     every = max(1, steps // n_points)
     tcfg = tcfg.replace(steps=steps, ckpt_every=every, keep_checkpoints=n_points + 1,
                         warmup_steps=min(tcfg.warmup_steps, steps // 10), log_every=min(tcfg.log_every, every))
-    run_dir = out / f"{name.replace('/', '_').replace(',', '_')}-{minutes:g}min"
+    run_dir = out / f"{name.replace('/', '_').replace(',', '_')}-{minutes:g}min-{threads}t"
     shutil.rmtree(run_dir, ignore_errors=True)                # from scratch: no stale checkpoints to score
     print(f"[{name}] {tp['images_per_s']:.0f} img/s measured -> {steps} steps of batch {tcfg.batch_size} "
           f"for {minutes} min; model {mcfg.to_dict()}", flush=True)
@@ -145,13 +157,15 @@ def main() -> int:
     for r in results:
         print(f"{r['name']:<28} {r['images_per_s']:7.0f} {r['train']['steps']:7d} {r['final_test_bpd']:9.4f}")
     path = Path(args.json)
-    old = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    old["runs"] = [o for o in old["runs"] if (o["name"], o["minutes"]) not in
-                   {(r["name"], r["minutes"]) for r in results}] + results
-    old["machine"] = {"threads": args.threads, "torch": torch.__version__, "test_images": args.test_images,
-                      "estimator": "single-sample uniform dequantisation, seed 0, conditional"}
-    path.write_text(json.dumps(old, indent=2))
-    plot(old["runs"], path.with_suffix(".png"))
+    key = lambda r: (r["name"], r["minutes"], r["threads"])                  # noqa: E731
+    with open(path.with_suffix(".lock"), "w") as lock:                       # runs in parallel merge safely
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.exists() else {"runs": []}
+        old["runs"] = [o for o in old["runs"] if key(o) not in {key(r) for r in results}] + results
+        old["machine"] = {"torch": torch.__version__, "test_images": args.test_images,
+                          "estimator": "single-sample uniform dequantisation, seed 0, conditional"}
+        path.write_text(json.dumps(old, indent=2))
+        plot(old["runs"], path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0
 

@@ -298,7 +298,8 @@ def render(card: dict) -> str:
         "## Training",
         "",
         "```",
-        f"farmer train --preset fmnist --out runs/fmnist --lr {m['train']['lr']:g} --steps {m['train']['steps']}",
+        f"farmer train --preset fmnist --out runs/fmnist --lr {m['train']['lr']:g} --steps {m['train']['steps']} "
+        f"--batch-size {m['train']['batch_size']} --data-init {m['train'].get('data_init', 0)}",
         "farmer distill runs/fmnist --lr 1e-3 --steps 5200   # the one-step student, into the newest checkpoint",
         "```",
         "",

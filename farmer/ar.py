@@ -39,7 +39,8 @@ def _gmm_head(width: int, K: int, D: int) -> nn.Linear:
     nn.init.normal_(head.weight, std=0.02)
     with torch.no_grad():
         head.bias.zero_()
-        head.bias[K:K + K * D].view(K, D).normal_(std=1.0)                    # means; log-scales stay 0
+        # the flat layout is [logits K | (K, 2, D): means, log-scales] (DiagonalGMM.from_flat)
+        head.bias[K:].view(K, 2, D)[:, 0].normal_(std=1.0)                   # means; log-scales stay 0
     return head
 
 

@@ -43,10 +43,14 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: floa
 
 
 def train_throughput(model_cfg: FarmerConfig, batch_size: int = 64, precision: str = "fp32", steps: int = 5,
-                     warmup: int = 2, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, Any]:
+                     warmup: int = 2, device: str | torch.device = "cpu", seed: int = 0,
+                     compile: bool = False) -> dict[str, Any]:
     """Time `steps` full training steps (noise, forward, backward, clip, AdamW, EMA) after `warmup` steps.
 
-    Returns {"images_per_s", "seconds_per_step", "gflop_per_step", "achieved_gflops", ...}.
+    compile=True runs the loss (forward; backward through AOTAutograd) under
+    torch.compile; its compilation happens in the warm-up and is reported as
+    "warmup_seconds", not timed. Returns {"images_per_s", "seconds_per_step",
+    "gflop_per_step", "achieved_gflops", ...}.
     """
     device = torch.device(device)
     cfg = TrainConfig(batch_size=batch_size, precision=precision, seed=seed, steps=warmup + steps).validate()
@@ -58,9 +62,11 @@ def train_throughput(model_cfg: FarmerConfig, batch_size: int = 64, precision: s
     data = load_synthetic("train", model_cfg.image_size, model_cfg.channels, model_cfg.num_classes, n=batch_size)
     x_u8, y = data.images.to(device), data.labels.to(device) if model_cfg.num_classes else None
 
-    def step(i: int) -> None:
+    loss_fn = torch.compile(model.loss) if compile else model.loss
+
+    def step(i: int, counted: bool = False) -> None:
         x = noisy_batch(x_u8, cfg, i, list(range(batch_size)), batch_size)
-        loss, _ = model.loss(x, y)
+        loss, _ = (model.loss if counted else loss_fn)(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -68,11 +74,13 @@ def train_throughput(model_cfg: FarmerConfig, batch_size: int = 64, precision: s
         ema_update(ema, model, cfg.ema_decay, i)
 
     with FlopCounterMode(display=False) as counter:                    # one counted step (also a warm-up)
-        step(0)
+        step(0, counted=True)
     flops = counter.get_total_flops()
+    t_warm = time.perf_counter()
     for i in range(1, warmup):
         step(i)
     _sync(device)
+    warm_s = time.perf_counter() - t_warm
     t = time.perf_counter()
     for i in range(steps):
         step(warmup + i)
@@ -82,4 +90,4 @@ def train_throughput(model_cfg: FarmerConfig, batch_size: int = 64, precision: s
             "seconds_per_step": sec, "images_per_s": batch_size / sec,
             "gflop_per_step": flops / 1e9, "achieved_gflops": flops / sec / 1e9,
             "parameters": model.num_parameters()["total"], "device": str(device),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "compiled": compile, "warmup_seconds": warm_s}
