@@ -41,18 +41,22 @@ from farmer.train import train
 
 HERE = Path(__file__).resolve().parent
 
+# The training recipe before the lever study (issue 7): the levers below each change one thing from it.
+BEFORE_LEVERS = {"batch_size": 64, "data_init": 0}
+
 # name -> (model overrides, training overrides)
 CONFIGS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
     "split": ({"redundant_mode": "split"}, {}),
     "none": ({"redundant_mode": "none"}, {}),
     "jetformer": ({"redundant_mode": "jetformer"}, {}),
-    "data-init": ({}, {"data_init": 256}),
-    "batch32": ({}, {"batch_size": 32}),
-    "batch128": ({}, {"batch_size": 128}),
-    "d_I=10": ({"d_informative": 10}, {}),
-    "K=32": ({"k_informative": 32, "k_redundant": 32}, {}),
-    "ar2": ({"ar_layers": 2}, {}),
+    "before-levers": ({}, BEFORE_LEVERS),
+    "data-init": ({}, {**BEFORE_LEVERS, "data_init": 256}),
+    "batch32": ({}, {**BEFORE_LEVERS, "batch_size": 32}),
+    "batch128": ({}, {**BEFORE_LEVERS, "batch_size": 128}),
+    "d_I=10": ({"d_informative": 10}, BEFORE_LEVERS),
+    "K=32": ({"k_informative": 32, "k_redundant": 32}, BEFORE_LEVERS),
+    "ar2": ({"ar_layers": 2}, BEFORE_LEVERS),
     "tarflow-like": ({"flow_layers": 4, "flow_width": 128, "ar_layers": 1, "ar_width": 32,
                       "redundant_mode": "jetformer", "k_informative": 1}, {"lr": 2e-3, "batch_size": 256}),
 }
@@ -118,19 +122,24 @@ def run_one(name: str, preset: str, minutes: float, test_x, test_y, out: Path, n
 
 
 def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(figsize=(13, 5))
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
-    for r in results:
-        c, label = r["curve"], f"{r['name']} ({r['minutes']:g} min budget)"
-        ax1.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], "o-", label=label)
-        ax2.plot([p["images_seen"] for p in c], [p["test_bpd"] for p in c], "o-", label=label)
+    colours = [matplotlib.colormaps["tab20"](i % 20) for i in range(len(results))]
+    for r, colour in zip(results, colours):
+        one = r.get("threads") == 1                                          # lever pairs: dashed
+        c = r["curve"]
+        label = f"{r['name']} ({r['minutes']:g} min{', 1 thread' if one else ''})"
+        style = dict(ls="--" if one else "-", marker="o", ms=3, color=colour, label=label)
+        ax1.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], **style)
+        ax2.plot([p["images_seen"] for p in c], [p["test_bpd"] for p in c], **style)
     ax1.set(xlabel="training minutes", ylabel="test bits/dim (first images, 1 sample)")
     ax2.set(xlabel="images seen", xscale="log")
     ax1.axhline(5.16, ls="--", c="grey", lw=1, label="TARFlow ref., 25 min")
-    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
