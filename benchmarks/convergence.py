@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import farmer
@@ -41,7 +42,8 @@ from farmer.train import train
 
 HERE = Path(__file__).resolve().parent
 
-# The training recipe before the lever study (issue 7): the levers below each change one thing from it.
+# The training recipe before the lever study (issue 7), and the default again after it: the levers
+# below each change one thing from it. Spelled out so the lever rows stay fixed if the default moves.
 BEFORE_LEVERS = {"batch_size": 64, "data_init": 0}
 
 # name -> (model overrides, training overrides)
@@ -52,6 +54,7 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "jetformer": ({"redundant_mode": "jetformer"}, {}),
     "before-levers": ({}, BEFORE_LEVERS),
     "data-init": ({}, {**BEFORE_LEVERS, "data_init": 256}),
+    "batch32+init": ({}, {"batch_size": 32, "data_init": 256}),     # both short-budget levers together
     "batch32": ({}, {**BEFORE_LEVERS, "batch_size": 32}),
     "batch128": ({}, {**BEFORE_LEVERS, "batch_size": 128}),
     "d_I=10": ({"d_informative": 10}, BEFORE_LEVERS),
@@ -79,6 +82,19 @@ def parse_config(name: str) -> tuple[dict, dict]:
     return m, t
 
 
+def trainer_clock(metrics: Path, batch_size: int):
+    """step -> seconds of training on the trainer's own clock (metrics.jsonl), evaluation and
+    checkpoint writing excluded. Each record's images/s covers the steps since the previous
+    record; checkpoints between records are interpolated linearly."""
+    recs = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+    steps, seconds = [0], [0.0]
+    for r in recs:
+        if r["step"] > steps[-1]:
+            seconds.append(seconds[-1] + (r["step"] - steps[-1]) * batch_size / r["images_per_s"])
+            steps.append(r["step"])
+    return lambda step: float(np.interp(step, steps, seconds))
+
+
 def run_one(name: str, preset: str, minutes: float, test_x, test_y, out: Path, n_points: int,
             threads: int) -> dict:
     model_over, train_over = parse_config(name)
@@ -100,19 +116,13 @@ def run_one(name: str, preset: str, minutes: float, test_x, test_y, out: Path, n
     t0 = time.time()
     train(mcfg, tcfg, run_dir, progress=False, log=lambda s: None)
     wall = time.time() - t0
-    # training seconds per step from the trainer's own clock (metrics.jsonl)
-    recs = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    # seconds of training up to each logged step: the steps since the previous record at its images/s
-    elapsed, prev, t_at = 0.0, 0, {}
-    for r in recs:
-        elapsed += (r["step"] - prev) * tcfg.batch_size / r["images_per_s"]
-        prev, t_at[r["step"]] = r["step"], elapsed
+    clock = trainer_clock(run_dir / "metrics.jsonl", tcfg.batch_size)
     curve = []
     for ck in sorted((run_dir / "checkpoints").glob("step_*")):
         step = int(ck.name.split("_")[1])
         model = farmer.load(ck)
         ev = evaluate_split(model, test_x, test_y, batch_size=500, seed=0)
-        train_s = t_at.get(step, step * sec_per_step)
+        train_s = clock(step)
         curve.append({"step": step, "images_seen": step * tcfg.batch_size, "seconds": train_s,
                       "test_bpd": ev["bpd"], "test_bpd_stderr": ev["bpd_stderr"]})
         print(f"[{name}] step {step:6d}  {train_s / 60:6.1f} min  test bpd {ev['bpd']:.4f}", flush=True)
@@ -125,21 +135,24 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(13, 5))
+    fig = Figure(figsize=(14, 5.5))
     FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
-    colours = [matplotlib.colormaps["tab20"](i % 20) for i in range(len(results))]
-    for r, colour in zip(results, colours):
-        one = r.get("threads") == 1                                          # lever pairs: dashed
-        c = r["curve"]
-        label = f"{r['name']} ({r['minutes']:g} min{', 1 thread' if one else ''})"
-        style = dict(ls="--" if one else "-", marker="o", ms=3, color=colour, label=label)
-        ax1.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], **style)
-        ax2.plot([p["images_seen"] for p in c], [p["test_bpd"] for p in c], **style)
-    ax1.set(xlabel="training minutes", ylabel="test bits/dim (first images, 1 sample)")
-    ax2.set(xlabel="images seen", xscale="log")
-    ax1.axhline(5.16, ls="--", c="grey", lw=1, label="TARFlow ref., 25 min")
-    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes = fig.subplots(1, 2)
+    # left: recipes at the full two threads; right: lever pairs, one thread each
+    for ax, one, title in ((axes[0], False, "recipes, 2 threads"), (axes[1], True, "levers, 1 thread each")):
+        rows = [r for r in results if (r.get("threads") == 1) == one]
+        names = list(dict.fromkeys(r["name"] for r in rows))            # one colour per configuration,
+        for r in rows:                                                   # one line style per budget
+            c = r["curve"]
+            style = dict(ls="-" if one or 10 < r["minutes"] < 50 else ":" if r["minutes"] <= 10 else "--", marker="o", ms=3,
+                         color=matplotlib.colormaps["tab10"](names.index(r["name"]) % 10),
+                         label=f"{r['name']} ({r['minutes']:g} min)")
+            ax.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], **style)
+        ax.set(xlabel="training minutes (trainer's clock)", ylabel="test bits/dim (first images, 1 sample)",
+               title=title)
+        if not one:
+            ax.axhline(5.16, ls="--", c="grey", lw=1, label="TARFlow ref., 25 min")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -273,11 +273,12 @@ class TrainConfig(_JsonConfig):
 
 # Training defaults per model preset: `train_presets[name]` pairs with `presets[name]`.
 # The small presets use a higher LR than the paper's 1e-4 so a CPU run gets
-# somewhere in hours. fmnist's lr 2e-3, batch 32 and data-dependent init of
-# the GMM heads are measured by benchmarks/convergence.py: 25 min, 3.87 test
-# bits/dim against 3.98 with 1e-3; batch 32 + init reach 4.25 at 5 min against
-# 4.79, and tie at 25 (3.885). Uniform dequantisation keeps the training loss
-# a true bits/dim bound.
+# somewhere in hours. fmnist's recipe (lr 2e-3, batch 64, no data-dependent
+# init) is the one that converges best from 25 minutes on in
+# benchmarks/convergence.py: 3.87 test bits/dim at 25 min and 3.72 at 50,
+# against 3.98 at 25 with lr 1e-3. Batch 32 and `data_init` win only the
+# first ~20 minutes (4.01 against 4.11 at 10 min; 3.84 against 3.72 at 50).
+# Uniform dequantisation keeps the training loss a true bits/dim bound.
 _PAPER_TRAIN = TrainConfig(
     data=None, noise="gaussian", batch_size=256, steps=500_000, lr=1e-4, lr_min=1e-6,
     warmup_steps=5_000, ema_decay=0.9999, precision="bf16", ckpt_every=5_000,
@@ -288,8 +289,8 @@ train_presets: dict[str, TrainConfig] = {
                         ema_decay=0.99, ckpt_every=100, sample_every=0, log_every=10),
     "digits": TrainConfig(data="digits", batch_size=64, steps=3_000, lr=2e-3, warmup_steps=100,
                           ema_decay=0.995, ckpt_every=500, sample_every=1_000),
-    "fmnist": TrainConfig(data="fashion-mnist", batch_size=32, steps=40_000, lr=2e-3,
-                          warmup_steps=200, ckpt_every=2_000, sample_every=4_000, data_init=256),
+    "fmnist": TrainConfig(data="fashion-mnist", batch_size=64, steps=40_000, lr=2e-3,
+                          warmup_steps=200, ckpt_every=2_000, sample_every=4_000),
     **{name: _PAPER_TRAIN for name in presets if name.startswith("farmer-")},
 }
 for _tc in train_presets.values():
