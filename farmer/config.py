@@ -275,7 +275,7 @@ class TrainConfig(_JsonConfig):
 # The small presets use a higher LR than the paper's 1e-4 so a CPU run gets
 # somewhere in hours. fmnist's recipe (lr 2e-3, batch 64, no data-dependent
 # init) is the one that converges best from 25 minutes on in
-# benchmarks/convergence.py: 3.87 test bits/dim at 25 min and 3.72 at 50,
+# benchmarks/convergence.py: 3.88 test bits/dim at 25 min and 3.72 at 50,
 # against 3.98 at 25 with lr 1e-3. Batch 32 and `data_init` win only the
 # first ~20 minutes (4.01 against 4.11 at 10 min; 3.84 against 3.72 at 50).
 # Uniform dequantisation keeps the training loss a true bits/dim bound.
