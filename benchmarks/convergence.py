@@ -135,24 +135,28 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(14, 5.5))
+    fig = Figure(figsize=(19, 5.5))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    # left: recipes at the full two threads; right: lever pairs, one thread each
-    for ax, one, title in ((axes[0], False, "recipes, 2 threads"), (axes[1], True, "levers, 1 thread each")):
+    axes = fig.subplots(1, 3)
+    # recipes at the full two threads against minutes and images seen; lever pairs (one thread each)
+    panels = ((axes[0], False, "seconds", "recipes, 2 threads"), (axes[1], True, "seconds", "levers, 1 thread each"),
+              (axes[2], False, "images_seen", "recipes, 2 threads, per image"))
+    for ax, one, x, title in panels:
         rows = [r for r in results if (r.get("threads") == 1) == one]
         names = list(dict.fromkeys(r["name"] for r in rows))            # one colour per configuration,
         for r in rows:                                                   # one line style per budget
-            c = r["curve"]
-            style = dict(ls="-" if one or 10 < r["minutes"] < 50 else ":" if r["minutes"] <= 10 else "--", marker="o", ms=3,
-                         color=matplotlib.colormaps["tab10"](names.index(r["name"]) % 10),
-                         label=f"{r['name']} ({r['minutes']:g} min)")
-            ax.plot([p["seconds"] / 60 for p in c], [p["test_bpd"] for p in c], **style)
-        ax.set(xlabel="training minutes (trainer's clock)", ylabel="test bits/dim (first images, 1 sample)",
-               title=title)
-        if not one:
-            ax.axhline(5.16, ls="--", c="grey", lw=1, label="TARFlow ref., 25 min")
-        ax.legend(fontsize=7)
+            ls = "-" if one or 10 < r["minutes"] < 50 else ":" if r["minutes"] <= 10 else "--"
+            colour = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"](names.index(r["name"]) % 20)
+            ax.plot([p[x] / (60 if x == "seconds" else 1) for p in r["curve"]], [p["test_bpd"] for p in r["curve"]],
+                    ls=ls, marker="o", ms=3, color=colour, label=f"{r['name']} ({r['minutes']:g} min)")
+        ax.set(xlabel="training minutes (trainer's clock)" if x == "seconds" else "images seen",
+               ylabel="test bits/dim (first images, 1 sample)", title=title)
+        if x == "images_seen":
+            ax.set_xscale("log")
+        else:
+            if not one:
+                ax.axhline(5.16, ls="--", c="grey", lw=1, label="TARFlow ref., 25 min")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
