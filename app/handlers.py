@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 
 import farmer
+from farmer.channels import redraw_redundant
+from farmer.mixing import channel_labels, map_note
 from farmer.checkpoint import read_config, resolve
 from farmer.data import FMNIST_CLASSES, dequantize_uniform, load_dataset, make_generator, quantize
 from farmer.images import FITS, load_image, looks_dark_on_light
@@ -304,7 +306,7 @@ class Workbench:
                    f"Estimator: {numbers['estimator']}.  \n"
                    f"Prior {prior:.3f} bits/dim = informative Z^I {terms['prior_informative']:.3f} + redundant "
                    f"Z^R {terms['prior_redundant']:.3f}; flow −log|det| {terms['flow_neg_logdet']:.3f}; "
-                   f"+7 for the [−1, 1] rescale.")
+                   f"+7 for the [−1, 1] rescale.  \n{map_note(cfg)}")
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         shown = render.enlarge(render.squeeze(x[0].cpu().numpy().transpose(1, 2, 0)), 224)
@@ -379,15 +381,14 @@ class Workbench:
         gallery += [(big(imgs[r]), f"{zi_note}, Z^R redrawn (variance ×{v:g}) #{r + 1}") for r in range(R)]
         change = (imgs.float() - recon.float()).abs().mean().item()
         # per-channel statistics; channel j is the same slot of every patch in both token orders
-        p, zs = cfg.patch_size, model.ar_order(z)[0]                             # (N, d) AR order
+        zs = model.ar_order(z)[0]                                            # (N, d) AR order
         rows = []
+        labels = channel_labels(cfg)                                             # pixel or frequency
         for j in range(d):
-            c, r, col = j // (p * p), (j % (p * p)) // p, j % p
-            rows.append([j, "informative Z^I" if j < d_i else "redundant Z^R",
-                         f"ch {c}, row {r}, col {col}" if cfg.channels > 1 else f"row {r}, col {col}",
+            rows.append([j, "informative Z^I" if j < d_i else "redundant Z^R", labels[j],
                          round(float(zs[:, j].mean()), 4), round(float(zs[:, j].std()), 4),
                          round(float(zs[:, j].abs().mean()), 4), round(float(-logdet[j]) / LN2 / N, 4)])
-        headers = ["channel", "group", "position in patch", "mean z", "std z", "mean |z|",
+        headers = ["channel", "group", "what the channel is", "mean z", "std z", "mean |z|",
                    "−log|det| bits/token"]
         chart = render.bar_chart([str(j) for j in range(d)], [r[4] for r in rows],
                                  "std of each latent channel over the tokens (blue Z^I, orange Z^R)", "std",
@@ -408,16 +409,4 @@ class Workbench:
                           g: torch.Generator) -> torch.Tensor:
         """Z^R (R, N, d_R) given Z^I (R, N, d_I): N draws from the model's redundant mixture with
         each component's variance scaled by v (v = 0: the chosen components' means)."""
-        cfg, R, N = self.cfg, zi.shape[0], self.cfg.tokens
-        if cfg.redundant_mode == "none":
-            return zi.new_zeros(R, N, 0)
-        if cfg.redundant_mode == "jetformer":
-            return math.sqrt(v) * torch.randn((R, N, cfg.d_r), generator=g, device=zi.device)
-        _, g_red = self.model.ar(zi, y_ar)                                      # G_{N+1} over (R,)
-        k = g_red.sample_components(N, g)                                       # (N, R)
-        if v > 0:
-            zr = g_red.with_temperature(1.0, math.sqrt(v)).sample_given(k, g)   # (N, R, d_R)
-        else:
-            idx = k[..., None, None].expand(N, R, 1, cfg.d_r)
-            zr = g_red.means.expand(N, *g_red.means.shape).gather(-2, idx).squeeze(-2)
-        return zr.transpose(0, 1)                                               # (R, N, d_R)
+        return redraw_redundant(self.model, zi, y_ar, v, g)

@@ -47,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "fmnist"))
     p.add_argument("--classifier", default=str(REPO / "checkpoints" / "fmnist-classifier"))
     p.add_argument("--samples", type=int, default=2000, help="samples per setting (balanced over classes)")
-    p.add_argument("--weights", type=float, nargs="+", default=[0, 0.5, 1, 1.5, 2, 3, 4], help="guidance weights w")
-    p.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 5, 10, 20],
+    p.add_argument("--weights", type=float, nargs="+", default=[0, 0.1, 0.25, 0.5, 1, 2, 3, 4],
+                   help="guidance weights w")
+    p.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 5, 10],
                    help="resampling candidates s_c = s_u for the candidate sweep")
     p.add_argument("--candidates-w", type=float, default=2.0, help="w of the candidate sweep")
     p.add_argument("--decoder", default="sequential", choices=["sequential", "distilled"],
@@ -60,18 +61,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# the rows of the study: (label, guidance, resampling weights)
+RULES = (("resample", "resample", "paper"), ("resample-balance", "resample", "balance"),
+         ("naive", "naive", "paper"))
+
+
 def settings(args) -> list[dict]:
-    """The (guidance, w, candidates) grid; the default candidates are the sampler's (5)."""
-    grid = [{"guidance": "none", "cfg_scale": 0.0, "candidates": 5}] if 0 in args.weights else []
-    for mode in ("resample", "naive"):
-        grid += [{"guidance": mode, "cfg_scale": w, "candidates": 5} for w in args.weights if w != 0]
-    grid += [{"guidance": "resample", "cfg_scale": args.candidates_w, "candidates": s}
-             for s in args.candidates if s != 5 or args.candidates_w not in args.weights]
+    """The (rule, w, candidates) grid; the default candidates are the sampler's (5)."""
+    grid = [{"guidance": "none", "cfg_scale": 0.0, "candidates": 5, "weights": "paper"}] if 0 in args.weights else []
+    for label, mode, weights in RULES:
+        grid += [{"guidance": mode, "cfg_scale": w, "candidates": 5, "weights": weights, "rule": label}
+                 for w in args.weights if w != 0]
+    grid += [{"guidance": "resample", "cfg_scale": args.candidates_w, "candidates": s, "weights": "paper",
+              "rule": "resample"} for s in args.candidates if s != 5 or args.candidates_w not in args.weights]
     return grid
 
 
+def rule(r: dict) -> str:
+    return r.get("rule", r["guidance"])
+
+
 def key(s: dict) -> str:
-    return f"{s['guidance']}|w={s['cfg_scale']:g}|s={s['candidates']}"
+    return f"{rule(s)}|w={s['cfg_scale']:g}|s={s['candidates']}"
 
 
 def run(args) -> dict:
@@ -91,7 +102,7 @@ def run(args) -> dict:
             done = {key(r): r for r in old.get("results", [])}
     meta["host"] = f"{platform.node()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     results = []
-    print(f"{'guidance':>9} {'w':>4} {'s_c=s_u':>7} | {'class cons.':>11} {'FD':>8} {'s/img':>7}")
+    print(f"{'guidance':>16} {'w':>4} {'s_c=s_u':>7} | {'class cons.':>11} {'FD':>8} {'s/img':>7}")
     for s in settings(args):
         if key(s) in done:
             r = done[key(s)]
@@ -99,10 +110,10 @@ def run(args) -> dict:
             q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch,
                                seed=args.seed, guidance=s["guidance"], cfg_scale=s["cfg_scale"],
                                candidates_cond=s["candidates"], candidates_uncond=s["candidates"],
-                               decoder=args.decoder)
+                               resample_weights=s["weights"], decoder=args.decoder)
             r = {**s, **q}
         results.append(r)
-        print(f"{r['guidance']:>9} {r['cfg_scale']:>4g} {r['candidates']:>7} | "
+        print(f"{rule(r):>16} {r['cfg_scale']:>4g} {r['candidates']:>7} | "
               f"{r['class_consistency']:>11.4f} {r['fd']:>8.3f} {r['seconds_per_image']:>7.4f}", flush=True)
         out_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     return {"meta": meta, "results": results}
@@ -115,14 +126,18 @@ def plot(report: dict, path: Path, candidates_w: float) -> None:
     res = report["results"]
     base = [r for r in res if r["guidance"] == "none"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for mode, colour in (("resample", "C0"), ("naive", "C3")):
-        rows = sorted(base + [r for r in res if r["guidance"] == mode and r["candidates"] == 5],
+    names = {"resample": "resampling CFG (FARMER, Algorithm 1 weights)",
+             "resample-balance": "resampling CFG, balance-heuristic weights", "naive": "naive CFG (GIVT/JetFormer)"}
+    for mode, colour in (("resample", "C0"), ("resample-balance", "C1"), ("naive", "C3")):
+        rows = sorted(base + [r for r in res if rule(r) == mode and r["candidates"] == 5],
                       key=lambda r: r["cfg_scale"])
+        if len(rows) <= len(base):
+            continue
         w = [r["cfg_scale"] for r in rows]
-        label = "resampling CFG (FARMER)" if mode == "resample" else "naive CFG (GIVT/JetFormer)"
+        label = names[mode]
         axes[0].plot(w, [r["fd"] for r in rows], "o-", color=colour, label=label)
         axes[1].plot(w, [100 * r["class_consistency"] for r in rows], "o-", color=colour, label=label)
-    cand = sorted([r for r in res if r["guidance"] == "resample" and r["cfg_scale"] == candidates_w],
+    cand = sorted([r for r in res if rule(r) == "resample" and r["cfg_scale"] == candidates_w],
                   key=lambda r: r["candidates"])
     ax2 = axes[2].twinx()
     axes[2].plot([r["candidates"] for r in cand], [r["fd"] for r in cand], "o-", color="C0", label="FD")

@@ -11,6 +11,8 @@ Figures (each also has a one-line CLI equivalent, printed in the card):
   * a 10 × 10 sample grid per class, unguided and guided;
   * sampling seconds per image with the KV-cached sequential inverse and with
     the distilled one-step inverse (same batch, one run, median of --repeats);
+  * the same bits/dim under the null class (−log p(x) of the unconditional model);
+  * the Fig. 7 ratio of the informative / redundant experiment (farmer.channels, 100 test images);
   * the distilled decoder's reconstruction error on the first 1,000 test images;
   * parameters, training steps and wall time (from the run's metrics.jsonl).
 Figures already in card.json are kept unless --redo names them (or --redo all),
@@ -32,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import farmer  # noqa: E402
+from farmer.channels import channel_experiment  # noqa: E402
 from farmer.checkpoint import atomic_write_json, read_config, resolve  # noqa: E402
 from farmer.data import FMNIST_CLASSES, load_fashion_mnist  # noqa: E402
 from farmer.distill import reconstruction_error  # noqa: E402
@@ -106,7 +109,7 @@ def best_cfg() -> float:
     path = REPO / "benchmarks" / "guidance.json"
     if path.is_file():
         rows = [r for r in json.loads(path.read_text())["results"]
-                if r["guidance"] == "resample" and r["candidates"] == 5]
+                if r.get("rule", r["guidance"]) == "resample" and r["candidates"] == 5]
         if rows:
             return min(rows, key=lambda r: r["fd"])["cfg_scale"]
     return 2.0
@@ -146,6 +149,11 @@ def measure(args) -> dict:
         done("bpd_first_1000", evaluate_split(model, test.images[:1000], test.labels[:1000], k=1, seed=0))
     if need("bpd_test_k8"):
         done("bpd_test_k8", evaluate_split(model, test, k=8, seed=0))
+    if need("bpd_test_null_k1"):                       # −log p(x) under the null class, beside −log p(x|c)
+        done("bpd_test_null_k1", evaluate_split(model, test, k=1, seed=0, conditional=False))
+    if need("fig7"):
+        done("fig7", {**channel_experiment(model, test.images[:100], test.labels[:100], variance=1.0, seed=0),
+                      "images": "first 100 test images, their labels, dequantisation seed 0"})
     if need("distilled_reconstruction") and model.student is not None:
         done("distilled_reconstruction", {**reconstruction_error(model, test.images[:1000], seed=0),
                                           "images": "first 1,000 test images, dequantisation seed 0"})

@@ -43,12 +43,22 @@ def _add_quality(sub) -> None:
     p.add_argument("--cfg", type=float, default=2.0, help="guidance weight w (default 2)")
     p.add_argument("--decoder", choices=DECODERS, default="sequential", help="AF inverse (default sequential)")
     p.add_argument("--t-sigma", type=float, default=1.0, help="T_sigma (default 1)")
+    _add_sampling_extras(p)
     p.add_argument("--batch-size", type=int, default=250, help="samples per call (default 250)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first batch; batch b uses seed + b")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files (default: the search order)")
     p.add_argument("--out", default=None, help="JSON output (default: CHECKPOINT/quality_<guidance>.json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=_friendly(_cmd_quality))
+
+
+def _add_sampling_extras(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `farmer sample` and `farmer quality` beyond the paper's settings."""
+    from .guidance import RESAMPLE_WEIGHTS
+    p.add_argument("--resample-weights", choices=RESAMPLE_WEIGHTS, default="paper",
+                   help="resampling CFG weights: paper (Algorithm 1) or balance (the balance heuristic)")
+    p.add_argument("--denoise", type=float, default=0.0, metavar="SIGMA",
+                   help="one Tweedie score step at this noise level after decoding ([-1, 1] units; 0 = off)")
 
 
 def _cmd_quality(args: argparse.Namespace) -> int:
@@ -66,9 +76,9 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     reference = predict(classifier, test.images)[1]
     q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch_size,
                        seed=args.seed, guidance=args.guidance, cfg_scale=args.cfg, decoder=args.decoder,
-                       t_sigma=args.t_sigma)
+                       t_sigma=args.t_sigma, resample_weights=args.resample_weights, denoise=args.denoise)
     res = {"checkpoint": str(path), "guidance": args.guidance, "cfg_scale": args.cfg, "decoder": args.decoder,
-           "t_sigma": args.t_sigma, "seed": args.seed, "classifier": str(clf_dir),
+           "t_sigma": args.t_sigma, "resample_weights": args.resample_weights, "denoise": args.denoise, "seed": args.seed, "classifier": str(clf_dir),
            "classifier_test_accuracy": clf_cfg.get("test_accuracy"), "reference": "test set (10,000)", **q}
     tag = args.guidance if args.guidance == "none" else f"{args.guidance}_w{args.cfg:g}"
     out = Path(args.out) if args.out else path / f"quality_{tag}.json"
@@ -159,6 +169,7 @@ def _add_sample(sub) -> None:
                    help="candidate pool for the redundant group: one size, or cond and uncond sizes "
                         "(default N times --candidates-cond/--candidates-uncond)")
     p.add_argument("--max-tries", type=int, default=1000, help="naive CFG: rejection tries before the fallback")
+    _add_sampling_extras(p)
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: one row per label "
                                                           "with --repeat, else about sqrt(B))")
     p.add_argument("--out", default="samples.png", help="PNG grid to write; the .npy goes next to it")
@@ -188,7 +199,8 @@ def _cmd_sample(args) -> int:
                  seed=args.seed, num_samples=args.num, t_pi=args.t_pi, t_sigma=args.t_sigma,
                  candidates_cond=args.candidates_cond, candidates_uncond=args.candidates_uncond,
                  t_pi_verify=args.t_pi_verify, t_sigma_verify=args.t_sigma_verify, t_select=args.t_select,
-                 redundant_pool=pool, max_tries=args.max_tries, return_intermediates=True)
+                 redundant_pool=pool, max_tries=args.max_tries, resample_weights=args.resample_weights,
+                 denoise=args.denoise, return_intermediates=True)
     images = res.images.cpu()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +265,7 @@ _EXTRA_HELP = {  # FarmerConfig fields without a trailing comment in config.py
     "dropout": "dropout probability in every transformer (training only)",
 }
 _CHOICES = {"redundant_mode": ("split", "none", "jetformer"), "final_permute": ("reverse", "none"),
+            "channel_mixing": ("none", "dct", "haar", "lu"), "mixing_position": ("input", "split"),
             "noise": ("uniform", "gaussian"), "precision": ("fp32", "bf16"), "export_weights": ("ema", "raw")}
 
 

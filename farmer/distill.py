@@ -45,7 +45,6 @@ import torch.nn as nn
 from . import checkpoint as ckpt
 from .data import dequantize_uniform, make_generator
 from .flow import AFBlock, AutoregressiveFlow
-from .layers import patchify
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Farmer
@@ -173,7 +172,7 @@ class Distiller:
     def train_step(self, images: torch.Tensor) -> dict:
         """images: uint8 (B, C, H, W). Returns {"loss": float, "block_losses": [n floats], "lr"}."""
         x = dequantize_uniform(images.to(self.device), generator=self.generator)   # (B, C, H, W)
-        tokens = patchify(x, self.model.cfg.patch_size).to(next(self.student.parameters()).dtype)
+        tokens = self.model.image_to_tokens(x)[0].to(next(self.student.parameters()).dtype)  # AF input
         loss, per_block = distill_loss(self.model.flow, self.student, tokens,
                                        self.cfg.max_noise, self.generator)
         lr = self.lr_at(self.step)
@@ -277,7 +276,7 @@ def reconstruction_error(model: "Farmer", images: torch.Tensor, student: nn.Modu
     for start in range(0, images.shape[0], batch_size):
         x = dequantize_uniform(images[start:start + batch_size], generator=g)
         p = next(model.flow.parameters())
-        tokens = patchify(x, model.cfg.patch_size).to(device=p.device, dtype=p.dtype)  # (B, N, d)
+        tokens = model.image_to_tokens(x.to(device=p.device, dtype=p.dtype))[0]  # (B, N, d) AF input
         z, _ = model.flow(tokens)
         err = student(z) - tokens
         sq += float(err.double().square().sum())

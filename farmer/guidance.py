@@ -33,6 +33,7 @@ import torch
 from .gmm import HALF_LOG_2PI, DiagonalGMM
 
 GUIDANCE = ("none", "naive", "resample")
+RESAMPLE_WEIGHTS = ("paper", "balance")   # Algorithm 1's weights, or the balance heuristic
 _CHUNK_ELEMENTS = 1 << 25          # ~128 MB of float32 per log_prob evaluation
 
 
@@ -46,6 +47,7 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
                  candidates_cond: int = 5, candidates_uncond: int = 5,
                  t_pi: float = 1.0, t_sigma: float = 1.0,
                  t_pi_verify: float = 1.0, t_sigma_verify: float = 1.0, t_select: float = 1.0,
+                 weights: str = "paper",
                  generator: torch.Generator | None = None, stats: dict | None = None) -> torch.Tensor:
     """Resampling classifier-free guidance, Algorithm 1 of the paper.
 
@@ -73,6 +75,22 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
     mixture with large (w+1)·r cover those regions. The log-weights are then
     multiplied by t_select (T_s > 1 sharpens the selection) before the softmax.
 
+    weights="balance" uses the balance heuristic of multiple importance
+    sampling instead (beyond the paper): every candidate, whichever pool it
+    came from, is weighted by the target over the pooled proposal
+    q = (s_c·G_c + s_u·G_u)/S,
+
+        log w = (w+1)·log G_c − w·log G_u − log((s_c·G_c + s_u·G_u)/S),
+
+    also valid importance weights, with lower variance. They are continuous at
+    w = 0 (a G_u candidate where G_c is thin gets a small weight), where the
+    paper's rule gives every G_u candidate weight r and so picks about half
+    of its draws from G_u for any small w > 0.
+
+    n draws from one pool (the redundant group) are taken WITHOUT replacement,
+    so no two tokens of an image get the same Z^R candidate (the pool must
+    hold at least n candidates).
+
     The weights are exact importance weights only with proposal and
     verification temperatures equal to 1 and t_select = 1 (this function's
     defaults); the paper's settings (T_π,v ≈ 0.1–0.2, T_s = 1.1, the defaults
@@ -86,6 +104,11 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
     draw at (t_pi, t_sigma) — exact, and the same random stream as no guidance.
     """
     check_guidance_args(w, candidates_cond, candidates_uncond)
+    if weights not in RESAMPLE_WEIGHTS:
+        raise ValueError(f"weights must be one of {RESAMPLE_WEIGHTS}, got {weights!r}")
+    if n is not None and n > candidates_cond + candidates_uncond:
+        raise ValueError(f"resample_cfg: {n} draws without replacement need a pool of at least {n} "
+                         f"candidates, got s_c + s_u = {candidates_cond + candidates_uncond}")
     if w == 0:
         _count(stats, "draws", _numel(g_c, n))
         return g_c.sample(n, generator, t_pi=t_pi, t_sigma=t_sigma)
@@ -103,15 +126,26 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
     # redundant pools of the large presets (S ≈ 2.5k, K = 200, D = 640) fit in memory
     per_cand = max(1, cand[0].numel() * max(g_c.K, g_u.K))
     chunk = max(1, _CHUNK_ELEMENTS // per_cand)
-    r = torch.cat([gc_v.log_prob(c) - gu_v.log_prob(c) for c in cand.split(chunk)])  # (S, ...) log G_c − log G_u
-    coef = torch.tensor([w] * s_c + [w + 1.0] * s_u, dtype=r.dtype, device=r.device)
-    log_w = t_select * coef.view(S, *([1] * (r.dim() - 1))) * r                # (S, ...)
+    lp = [(gc_v.log_prob(c), gu_v.log_prob(c)) for c in cand.split(chunk)]
+    log_c = torch.cat([a for a, _ in lp])                                      # (S, ...) log G_c
+    log_u = torch.cat([b for _, b in lp])                                      # (S, ...) log G_u
+    if weights == "paper":
+        coef = torch.tensor([w] * s_c + [w + 1.0] * s_u, dtype=log_c.dtype, device=log_c.device)
+        log_w = coef.view(S, *([1] * (log_c.dim() - 1))) * (log_c - log_u)     # (S, ...)
+    else:                                                                      # balance heuristic
+        log_q = torch.logsumexp(torch.stack([log_c + math.log(s_c) if s_c else log_c - math.inf,
+                                             log_u + math.log(s_u) if s_u else log_u - math.inf]), 0)
+        log_w = (w + 1.0) * log_c - w * log_u - log_q                          # (S, ...), + log S (a constant)
+    log_w = t_select * log_w
 
-    # one categorical over the S candidates per mixture; n draws (with replacement) share it
+    # one categorical over the S candidates per mixture; n draws share it, without replacement
     lead = log_w.shape[1:]
     probs = torch.softmax(log_w.reshape(S, -1).T.float(), dim=-1)              # (M, S), M = prod(lead)
+    # a floor far below any real weight keeps enough categories alive to draw n without
+    # replacement when float32 underflows most of the softmax to exactly 0
+    probs = probs.clamp_min(1e-30)
     draws = 1 if n is None else n
-    idx = torch.multinomial(probs, draws, replacement=True, generator=generator)  # (M, n)
+    idx = torch.multinomial(probs, draws, replacement=False, generator=generator)  # (M, n)
     idx = idx.T.reshape(draws, *lead)                                          # (n, ...)
     D = cand.shape[-1]
     out = cand.gather(0, idx[..., None].expand(*idx.shape, D))                 # (n, ..., D)

@@ -22,25 +22,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn as nn
 
 from .layers import unpatchify
+from .units import LN2, LN128, bits_per_dim, discrete_nll  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import ImageDataset
-    from .model import Farmer
 
-LN2 = math.log(2.0)
-LN128 = math.log(128.0)
-
-
-def discrete_nll(log_px: torch.Tensor, data_dim: int) -> torch.Tensor:
-    """−log p_x(x) + D·ln 128: the NLL bound in nats of the uint8 image, (B,) -> (B,)."""
-    return -log_px + data_dim * LN128
-
-
-def bits_per_dim(nll_nats: torch.Tensor, data_dim: int) -> torch.Tensor:
-    """nats per image -> bits per dimension."""
-    return nll_nats / (data_dim * LN2)
+# The estimators take a farmer.Farmer; they only call its methods, so this module
+# does not import model.py (which imports `units` for its own bits/dim).
+Farmer = nn.Module
 
 
 @torch.no_grad()
@@ -55,7 +47,7 @@ def importance_weighted_nll(model: "Farmer", x: torch.Tensor, y: torch.Tensor | 
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    nlls = torch.stack([model.nll(x, y, seed=seed + j)["nll"] for j in range(k)], 0)  # (K, B)
+    nlls = torch.stack([model.nll(x, y, seed=seed + j)["nll"] for j in range(k)], 0)  # (K, B), eval mode
     iw = -(torch.logsumexp(-nlls, dim=0) - math.log(k))                                 # (B,)
     D = model.cfg.data_dim
     return {"nll": iw, "bpd": bits_per_dim(iw, D), "nll_single": nlls[0], "nll_samples": nlls}
@@ -84,12 +76,14 @@ def likelihood_map(model: "Farmer", x: torch.Tensor, y: torch.Tensor | None = No
       "bpd" (B,), "nll" (B,) nats, "prior_informative_bits", "prior_redundant_bits",
       "logdet_bits" (B,) — the §1.6 split of the total.
     """
-    t = model.nll(x, y, seed=seed, detail=True)
+    t = model.nll(x, y, seed=seed, detail=True)                                # eval mode (model.nll)
     cfg = model.cfg
     d = cfg.token_dim
     ld_terms = t["logdet_terms"]                                                # (B, n, N, d)
     tok_prior = t["token_informative"] + t["token_redundant"]                  # (B, N)
-    pixel_nats = -ld_terms.sum(1) + tok_prior[..., None] / d + LN128           # (B, N, d)
+    # every log-det term on its pixel (spread over the patch by the squared basis
+    # weights when a channel mixing sits before the AF; see Farmer.logdet_per_pixel)
+    pixel_nats = -t["logdet_pixel"] + tok_prior[..., None] / d + LN128         # (B, N, d)
     pixel_bits_tokens = pixel_nats / LN2                                       # (B, N, d)
     return {
         "pixel_bits": unpatchify(pixel_bits_tokens, cfg.patch_size, cfg.channels, cfg.image_size),
@@ -98,6 +92,7 @@ def likelihood_map(model: "Farmer", x: torch.Tensor, y: torch.Tensor | None = No
         "token_informative_bits": t["token_informative"] / LN2,
         "token_redundant_bits": t["token_redundant"] / LN2,
         "block_logdet": ld_terms.sum((2, 3)),
+        "mixing_logdet": t["logdet_mixing"],
         "bpd": t["bpd"],
         "nll": t["nll"],
         "prior_informative_bits": t["prior_informative"] / LN2,

@@ -4,6 +4,11 @@
 
     log p(x) = log p(Z^I | c) + log p(Z^R | Z^I, c) + log|det dZ/dX|          (Eq. 13)
 
+With `channel_mixing` (DESIGN §1.8, farmer/mixing.py) an exact per-token
+linear map M sits either in front of the AF ("input": X = M·patch) or just
+before the split ("split": Z = M·AF(patch)); its log|det M| joins the AF's.
+`encode` returns the Z that the prior models, `decode` inverts all of it.
+
 `forward` returns the three terms per image, in nats; `nll` adds the
 uniform dequantisation of uint8 pixels and turns them into the discrete-data
 NLL bound and bits/dim (DESIGN §1.6).
@@ -20,7 +25,8 @@ from .data import dequantize_uniform
 from .flow import AutoregressiveFlow
 from .gmm import HALF_LOG_2PI, DiagonalGMM
 from .layers import patchify, unpatchify
-from .likelihood import bits_per_dim, discrete_nll
+from .mixing import make_mixing
+from .units import bits_per_dim, discrete_nll
 
 DECODERS = ("sequential", "sequential_nocache", "distilled")
 
@@ -36,6 +42,7 @@ class Farmer(nn.Module):
         self.cfg = cfg.validate()
         self.flow = AutoregressiveFlow(cfg)
         self.ar = ARPrior(cfg)
+        self.mixing = make_mixing(cfg.channel_mixing, cfg.channels, cfg.patch_size)  # None = pixel slice
         self.student: nn.Module | None = None          # set by farmer.distill / farmer.load
 
     # ------------------------------------------------------------------ input checks
@@ -120,17 +127,72 @@ class Farmer(nn.Module):
         if self.training and self.cfg.label_dropout > 0 and self.cfg.num_classes > 0:
             drop = torch.rand(B, device=x.device) < self.cfg.label_dropout
             y = torch.where(drop, torch.full_like(y, self.ar.null_class), y)
-        tokens = patchify(x, self.cfg.patch_size)                              # (B, N, d)
+        tokens, ld_in = self.image_to_tokens(x)                                # (B, N, d), (B,)
         z, ld = self.flow(tokens, return_terms=detail)                         # (B, N, d), (B,) | (B,n,N,d)
+        z, ld_out = self.mix_latent(z)                                         # (B, N, d), (B,)
         tok_inf, tok_red = self.prior_terms(z, y)                              # (B, N) each
+        ld_mix = ld_in + ld_out                                                # (B,) log|det M|·N or 0
         out = {
             "prior_informative": tok_inf.sum(1),
             "prior_redundant": tok_red.sum(1),
-            "logdet": ld.flatten(1).sum(1) if detail else ld,
+            "logdet": (ld.flatten(1).sum(1) if detail else ld) + ld_mix,
         }
         if detail:
-            out.update(token_informative=tok_inf, token_redundant=tok_red, logdet_terms=ld, z=z)
+            out.update(token_informative=tok_inf, token_redundant=tok_red, logdet_terms=ld, z=z,
+                       logdet_mixing=ld_mix, logdet_pixel=self.logdet_per_pixel(ld, ld_mix))
         return out
+
+    # ------------------------------------------------------------------ channel mixing
+    def image_to_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images (B, C, H, W) -> the AF's input tokens (B, N, d) and the log|det| (B,) of the
+        input mixing (patchify, then M when mixing_position is "input"; else 0)."""
+        tokens = patchify(x, self.cfg.patch_size)                              # (B, N, d)
+        if self.mixing is not None and self.cfg.mixing_position == "input":
+            return self.mixing(tokens)
+        return tokens, tokens.new_zeros(tokens.shape[0])
+
+    def tokens_to_image(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The AF's input tokens (B, N, d) -> float images (B, C, H, W): the inverse of `image_to_tokens`."""
+        if self.mixing is not None and self.cfg.mixing_position == "input":
+            tokens = self.mixing.reverse(tokens)
+        c = self.cfg
+        return unpatchify(tokens, c.patch_size, c.channels, c.image_size)
+
+    def mix_latent(self, z_flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The AF's output (B, N, d) -> the latent Z that the prior models, and its log|det| (B,)
+        (M when mixing_position is "split"; else the identity and 0)."""
+        if self.mixing is not None and self.cfg.mixing_position == "split":
+            return self.mixing(z_flow)
+        return z_flow, z_flow.new_zeros(z_flow.shape[0])
+
+    def unmix_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """The prior's latent Z (B, N, d) -> the AF's output: the inverse of `mix_latent`."""
+        if self.mixing is not None and self.cfg.mixing_position == "split":
+            return self.mixing.reverse(z)
+        return z
+
+    def logdet_per_pixel(self, ld_terms: torch.Tensor, ld_mix: torch.Tensor) -> torch.Tensor:
+        """Every log-det term of one image attached to a pixel: (B, n, N, d), (B,) -> (B, N, d).
+
+        Without input mixing each AF dimension is a pixel. With it, AF dimension j
+        is the coefficient j of the patch in the basis M, and its term is spread
+        over the patch's pixels k by M[j,k]²/Σ_k M[j,k]² (rows summing to one).
+        log|det M| itself is spread evenly over every pixel. The result sums to
+        the image's whole log|det| exactly.
+        """
+        per_dim = self.spread_to_pixels(ld_terms.sum(1))                       # (B, N, d)
+        c = self.cfg
+        return per_dim + (ld_mix / (c.tokens * c.token_dim))[:, None, None]
+
+    def spread_to_pixels(self, terms: torch.Tensor) -> torch.Tensor:
+        """Per-dimension terms of the AF's input (..., N, d) -> the same terms on the patch's pixels.
+
+        The identity without input mixing; with it, coefficient j's term goes to pixel k
+        with weight M[j,k]²/Σ_k M[j,k]² (each row sums to one, so totals are kept exactly).
+        """
+        if self.mixing is not None and self.cfg.mixing_position == "input":
+            return terms @ self.mixing.pixel_weights().to(terms.dtype)        # coefficients -> pixels
+        return terms
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 14: L = −[log p(Z^I|c) + log p(Z^R|Z^I,c) + log|det|] / (N·d), averaged over the batch."""
@@ -148,11 +210,20 @@ class Farmer(nn.Module):
         Returns (B,) tensors in nats per image: prior_informative, prior_redundant,
         logdet, nll = prior_informative + prior_redundant − logdet + D·ln 128,
         and bpd = nll / (D·ln 2). seed fixes the uniform dequantisation noise
-        (None = fresh noise); the estimate is single-sample.
+        (None = fresh noise); the estimate is single-sample. Always scored in
+        eval mode (no label dropout), whatever mode the module is in.
         """
         self._check_images(x, "x", uint8=True)
         x_float = dequantize_uniform(x, seed)
-        t = self(x_float, y, detail=detail)
+        # important! score in eval mode: in training mode `forward` would replace
+        # labels by the null class with probability label_dropout (a fresh
+        # Farmer(cfg) is in training mode). The caller's mode is restored after.
+        was_training = self.training
+        self.eval()
+        try:
+            t = self(x_float, y, detail=detail)
+        finally:
+            self.train(was_training)
         D = self.cfg.data_dim
         log_px = -(t["prior_informative"] + t["prior_redundant"]) + t["logdet"]
         t["nll"] = discrete_nll(log_px, D)
@@ -163,7 +234,10 @@ class Farmer(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images (B, C, H, W) in [−1, 1] -> latents z (B, N, d) and log|det dz/dx| (B,)."""
         self._check_images(x, "x_float", uint8=False)
-        return self.flow(patchify(x, self.cfg.patch_size))
+        tokens, ld_in = self.image_to_tokens(x)                                # (B, N, d), (B,)
+        z, ld = self.flow(tokens)                                              # (B, N, d), (B,)
+        z, ld_out = self.mix_latent(z)
+        return z, ld + ld_in + ld_out
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, decoder: str = "sequential") -> torch.Tensor:
@@ -182,12 +256,14 @@ class Farmer(nn.Module):
             if self.student is None:
                 raise ValueError("decoder='distilled' needs a distilled student: run `farmer distill` "
                                  "or load a checkpoint that contains one")
-            tokens = self.student(z)
+            tokens = self.student(self.unmix_latent(z))
         else:
-            tokens = self.flow.reverse(z, use_cache=(decoder == "sequential"))
-        return unpatchify(tokens, c.patch_size, c.channels, c.image_size)
+            tokens = self.flow.reverse(self.unmix_latent(z), use_cache=(decoder == "sequential"))
+        return self.tokens_to_image(tokens)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts of the AF, the AR and the whole model."""
-        n = lambda m: sum(p.numel() for p in m.parameters())                   # noqa: E731
-        return {"flow": n(self.flow), "ar": n(self.ar), "total": n(self.flow) + n(self.ar)}
+        n = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+        out = {"flow": n(self.flow), "ar": n(self.ar), "mixing": n(self.mixing)}
+        out["total"] = out["flow"] + out["ar"] + out["mixing"]
+        return out

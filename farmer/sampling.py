@@ -28,7 +28,8 @@ import torch
 
 from .data import make_generator, quantize
 from .gmm import DiagonalGMM
-from .guidance import GUIDANCE, check_guidance_args, naive_cfg, resample_cfg
+from .denoise import tweedie_denoise
+from .guidance import GUIDANCE, RESAMPLE_WEIGHTS, check_guidance_args, naive_cfg, resample_cfg
 from .layers import unpatchify
 from .model import DECODERS, Farmer
 
@@ -132,7 +133,7 @@ class _Drawer:
         return resample_cfg(g_c, g_u, self.w, n, candidates_cond=s_c, candidates_uncond=s_u,
                             t_pi=kw["t_pi"], t_sigma=kw["t_sigma"], t_pi_verify=kw["t_pi_verify"],
                             t_sigma_verify=kw["t_sigma_verify"], t_select=kw["t_select"],
-                            generator=self.generator, stats=self.stats)
+                            weights=kw["resample_weights"], generator=self.generator, stats=self.stats)
 
 
 @dataclass
@@ -150,7 +151,8 @@ def _plan(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: floa
           seed: int = 0, num_samples: int | None = None, t_pi: float = 1.0, t_sigma: float = 1.0,
           candidates_cond: int = 5, candidates_uncond: int = 5, t_pi_verify: float = 0.1,
           t_sigma_verify: float = 1.0, t_select: float = 1.1,
-          redundant_pool: int | tuple[int, int] | None = None, max_tries: int = 1000) -> _Plan:
+          redundant_pool: int | tuple[int, int] | None = None, max_tries: int = 1000,
+          resample_weights: str = "paper") -> _Plan:
     """Check every argument (ValueError naming it) and set up labels, generator and guidance."""
     if not isinstance(model, Farmer):
         raise ValueError(f"model must be a farmer.Farmer, got {type(model).__name__}")
@@ -167,6 +169,12 @@ def _plan(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: floa
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
         raise ValueError(f"max_tries must be a positive int, got {max_tries!r}")
     pool = _pools(redundant_pool, candidates_cond, candidates_uncond, model.cfg.tokens)
+    if resample_weights not in RESAMPLE_WEIGHTS:
+        raise ValueError(f"resample_weights must be one of {RESAMPLE_WEIGHTS}, got {resample_weights!r}")
+    if guidance == "resample" and model.cfg.redundant_mode == "split" and sum(pool) < model.cfg.tokens:
+        raise ValueError(f"redundant_pool {pool} holds {sum(pool)} candidates, but the N = {model.cfg.tokens} "
+                         f"redundant tokens of an image are drawn from it without replacement: "
+                         f"give at least {model.cfg.tokens} (or None for N·(s_c, s_u))")
     device = next(model.parameters()).device
     y = _labels(model, labels, num_samples, device)
     B = num_samples if y is None else y.shape[0]
@@ -180,7 +188,8 @@ def _plan(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: floa
                    "seed": int(seed)}
     kw = dict(t_pi=t_pi, t_sigma=t_sigma, candidates_cond=candidates_cond,
               candidates_uncond=candidates_uncond, t_pi_verify=t_pi_verify,
-              t_sigma_verify=t_sigma_verify, t_select=t_select, max_tries=max_tries)
+              t_sigma_verify=t_sigma_verify, t_select=t_select, max_tries=max_tries,
+              resample_weights=resample_weights)
     draw = _Drawer(guided, guidance, float(w), kw, generator, stats)
     return _Plan(y_ar, draw, pool, generator, t_sigma, stats)
 
@@ -239,7 +248,9 @@ def _check_decoder(model: Farmer, decoder: str) -> None:
 
 
 def invert_flow(model: Farmer, z: torch.Tensor, decoder: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """z (B, N, d) raster order -> x tokens (B, N, d) and the sequence after each inverted block."""
+    """z (B, N, d) raster order -> the AF's input tokens (B, N, d) and the sequence after each
+    inverted block (`model.tokens_to_image` turns either into images)."""
+    z = model.unmix_latent(z)                                                  # the AF's output
     if decoder == "distilled":
         return model.student(z, return_intermediates=True)
     return model.flow.reverse(z, use_cache=(decoder == "sequential"), return_intermediates=True)
@@ -250,6 +261,7 @@ def _inverse_steps(model: Farmer, z: torch.Tensor, decoder: str):
     after each inverted block, [Z_{n-1}, …, Z_0 = x] — the same loop as `flow.reverse`
     and the student's forward, opened up so a caller can show each step."""
     student = getattr(model, "student", None)
+    z = model.unmix_latent(z)                                                  # the AF's output
     if decoder == "distilled" and not hasattr(student, "invert_block"):
         yield from invert_flow(model, z, decoder)[1]                           # an opaque student: all at once
         return
@@ -261,6 +273,21 @@ def _inverse_steps(model: Farmer, z: torch.Tensor, decoder: str):
         yield z
 
 
+def _check_denoise(denoise: float) -> None:
+    if isinstance(denoise, bool) or not isinstance(denoise, (int, float)) or not math.isfinite(denoise) \
+            or not 0 <= denoise <= 1:
+        raise ValueError(f"denoise must be a noise level σ in [0, 1] ([−1, 1] pixel units; 0 = off), "
+                         f"got {denoise!r}")
+
+
+def _denoised(model: Farmer, x: torch.Tensor, plan: _Plan, denoise: float) -> torch.Tensor:
+    """The Tweedie step on decoded images x (B, C, H, W), conditioned on the sampled labels."""
+    if not denoise:
+        return x
+    B = x.shape[0]
+    return tweedie_denoise(model, x, float(denoise), plan.y_ar[:B])            # null class if unconditional
+
+
 @torch.inference_mode()
 def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: float = 2.0,
            decoder: str = "sequential", seed: int = 0, num_samples: int | None = None,
@@ -268,6 +295,7 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
            candidates_cond: int = 5, candidates_uncond: int = 5,
            t_pi_verify: float = 0.1, t_sigma_verify: float = 1.0, t_select: float = 1.1,
            redundant_pool: int | tuple[int, int] | None = None, max_tries: int = 1000,
+           resample_weights: str = "paper", denoise: float = 0.0,
            return_intermediates: bool = False) -> torch.Tensor | SampleResult:
     """Draw images from a FARMER model.
 
@@ -292,6 +320,11 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
         which all N redundant draws of an image are taken; an int means the same
         size for both; None = N·(s_c, s_u), as many candidates per draw as a token gets.
     max_tries: rejection-sampling proposals per value for "naive" before the fallback.
+    resample_weights: "paper" (Algorithm 1's weights) or "balance" (the balance
+        heuristic over the pooled proposal, `farmer.guidance.resample_cfg`).
+    denoise: σ of one Tweedie score step x ← x + σ²∇ log p(x | c) on the decoded
+        image before quantisation (`farmer.denoise`); the noise level the model
+        was trained at, 0 = off.
     return_intermediates: return a `SampleResult` (latents as drawn, the image
         after each inverted flow block, stats) instead of the images alone.
 
@@ -304,7 +337,8 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
                  num_samples=num_samples, t_pi=t_pi, t_sigma=t_sigma, candidates_cond=candidates_cond,
                  candidates_uncond=candidates_uncond, t_pi_verify=t_pi_verify,
                  t_sigma_verify=t_sigma_verify, t_select=t_select, redundant_pool=redundant_pool,
-                 max_tries=max_tries)
+                 max_tries=max_tries, resample_weights=resample_weights)
+    _check_denoise(denoise)
     cfg = model.cfg
     was_training = model.training
     model.eval()                                                               # no dropout while sampling
@@ -312,16 +346,18 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
         z_inf, z_red = _draw_latents(model, plan)                             # AR order
         z = model.ar_order(torch.cat([z_inf, z_red], dim=-1))                 # (B, N, d) raster order
         x_tokens, steps = invert_flow(model, z, decoder)                       # (B, N, d), n × (B, N, d)
+        x = _denoised(model, model.tokens_to_image(x_tokens), plan, denoise)  # (B, C, H, W) float
     finally:
         model.train(was_training)
 
     to_image = lambda t: unpatchify(t, cfg.patch_size, cfg.channels, cfg.image_size)  # noqa: E731
-    images = quantize(to_image(x_tokens))                                      # clip, uint8 (B, C, H, W)
+    images = quantize(x)                                                       # clip, uint8 (B, C, H, W)
     if not return_intermediates:
         return images
     plan.stats["decoder"] = decoder
+    plan.stats["denoise"] = float(denoise)
     return SampleResult(images=images, tokens=z_inf, redundant=z_red, z=z,
-                        latent_image=to_image(z), block_images=[to_image(s) for s in steps],
+                        latent_image=to_image(z), block_images=[model.tokens_to_image(s) for s in steps],
                         stats=plan.stats)
 
 
@@ -352,7 +388,7 @@ class SampleStep:
 
 
 @torch.inference_mode()                      # as a generator decorator: on only while it runs
-def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential",
+def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential", denoise: float = 0.0,
                  **kwargs) -> Iterator[SampleStep]:
     """`sample(..., return_intermediates=True)` as a stream of progress events, for
     progress bars and progressive displays (the app): N "token" steps, one
@@ -363,6 +399,7 @@ def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential",
     """
     _check_decoder(model, decoder)
     plan = _plan(model, labels, **kwargs)
+    _check_denoise(denoise)
     cfg = model.cfg
     N, d_i = cfg.tokens, cfg.d_i
     to_image = lambda t: unpatchify(t, cfg.patch_size, cfg.channels, cfg.image_size)  # noqa: E731
@@ -391,12 +428,14 @@ def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential",
         steps = []
         for k, step in enumerate(_inverse_steps(model, z, decoder)):           # (B, N, d) each
             steps.append(step)
-            yield SampleStep("block", k, cfg.flow_blocks, image=to_image(step))
+            yield SampleStep("block", k, cfg.flow_blocks, image=model.tokens_to_image(step))
+        x = _denoised(model, model.tokens_to_image(steps[-1]), plan, denoise)  # (B, C, H, W) float
     finally:
         model.train(was_training)
     plan.stats["decoder"] = decoder
-    result = SampleResult(images=quantize(to_image(steps[-1])), tokens=z_inf, redundant=z_red, z=z,
-                          latent_image=to_image(z), block_images=[to_image(s) for s in steps],
+    plan.stats["denoise"] = float(denoise)
+    result = SampleResult(images=quantize(x), tokens=z_inf, redundant=z_red,
+                          z=z, latent_image=to_image(z), block_images=[model.tokens_to_image(s) for s in steps],
                           stats=plan.stats)
     yield SampleStep("done", 0, 1, image=result.images, result=result)
 

@@ -96,13 +96,51 @@ def test_resample_w0_is_conditional_sampling():
     assert torch.equal(x, y)
 
 
-def test_resample_redundant_group_shares_one_pool():
+def test_resample_redundant_group_shares_one_pool_without_replacement():
     g_c, g_u = gaussian(MU_C, S_C, batch=4), gaussian(MU_U, S_U, batch=4)
-    x = resample_cfg(g_c, g_u, 2.0, 50, candidates_cond=2, candidates_uncond=1,
+    x = resample_cfg(g_c, g_u, 2.0, 5, candidates_cond=3, candidates_uncond=2,
                      generator=torch.Generator().manual_seed(0))
-    assert x.shape == (50, 4, 2)
-    for b in range(4):                                                         # 50 draws from 3 candidates
-        assert 1 <= torch.unique(x[:, b], dim=0).shape[0] <= 3
+    assert x.shape == (5, 4, 2)
+    for b in range(4):                                                         # 5 draws from 5 candidates
+        assert torch.unique(x[:, b], dim=0).shape[0] == 5                      # each one exactly once
+    with pytest.raises(ValueError, match="without replacement"):
+        resample_cfg(g_c, g_u, 2.0, 6, candidates_cond=3, candidates_uncond=2)
+
+
+def test_resample_no_repeated_redundant_candidate_even_when_weights_underflow():
+    """One candidate far more likely than the rest (float32 softmax gives the others 0):
+    still N distinct draws."""
+    g_c = gaussian(torch.tensor([40.0, 40.0]), torch.tensor([0.1, 0.1]), batch=2)
+    g_u = gaussian(torch.zeros(2), torch.ones(2), batch=2)
+    x = resample_cfg(g_c, g_u, 3.0, 20, candidates_cond=10, candidates_uncond=10,
+                     generator=torch.Generator().manual_seed(0))
+    for b in range(2):
+        assert torch.unique(x[:, b], dim=0).shape[0] == 20
+
+
+@pytest.mark.parametrize("w", [0.25, 2.0])
+def test_resample_balance_weights_match_closed_form(w):
+    """The balance heuristic's weights p′/((s_c·p_c + s_u·p_u)/S) are exact importance weights too."""
+    mean, var = closed_form(w)
+    stats = {}
+    x = resample_cfg(gaussian(MU_C, S_C), gaussian(MU_U, S_U), w, candidates_cond=64,
+                     candidates_uncond=64, weights="balance", generator=torch.Generator().manual_seed(0),
+                     stats=stats)
+    assert_matches(x, mean, var)
+    with pytest.raises(ValueError, match="weights"):
+        resample_cfg(gaussian(MU_C, S_C), gaussian(MU_U, S_U), w, weights="mis")
+
+
+def test_balance_weights_pick_few_unconditional_candidates_at_small_w():
+    """Small w: the paper's rule takes about half of its picks from G_u (their weight is r, not
+    ~0); the balance heuristic weights a G_u candidate by p_c/q and picks far fewer of them."""
+    paper, balance = {}, {}
+    args = dict(candidates_cond=5, candidates_uncond=5)
+    g_c, g_u = gaussian(MU_C, S_C), gaussian(MU_U, S_U)
+    resample_cfg(g_c, g_u, 0.1, generator=torch.Generator().manual_seed(0), stats=paper, **args)
+    resample_cfg(g_c, g_u, 0.1, weights="balance", generator=torch.Generator().manual_seed(0),
+                 stats=balance, **args)
+    assert balance["picked_uncond"] < 0.8 * paper["picked_uncond"]
 
 
 @pytest.mark.parametrize("w", [1.0, 3.0])
