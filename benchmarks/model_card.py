@@ -187,6 +187,24 @@ def f(x: float, nd: int = 3) -> str:
     return f"{x:.{nd}f}"
 
 
+def fig7_lines(card: dict) -> list[str]:
+    if "fig7" not in card:
+        return ["(not measured: `python benchmarks/model_card.py --redo fig7`)"]
+    r = card["fig7"]
+    verdict = ("so Z^I carries the garment and Z^R the detail, as the paper's Fig. 7 shows"
+               if r["ratio"] < 1 else "so Z^R still carries structure: the partition is incomplete")
+    return [f"Encode a test image, keep Z^I and redraw Z^R from the model's own G_{{N+1}}(· | Z^I, c): the pixels "
+            f"move by {r['redraw_redundant']:.1f} grey levels on average. Keep Z^R and perturb Z^I by noise of "
+            f"its own standard deviation: they move by {r['perturb_informative']:.1f}. The ratio is "
+            f"**{r['ratio']:.2f}**, {verdict}. Both at once: {r['both']:.1f}. First 100 test images, "
+            "v = 1, `farmer.channels.channel_experiment`; notebook 02 and the app's Channels tab show the images."]
+
+
+def purpose_lines(card: dict) -> list[str]:
+    return [card.get("purpose_note", "This is the project's one shipped model: the sample model. Its bits/dim "
+                                     "are stated above with the estimator and conditioning of each figure.")]
+
+
 def render(card: dict) -> str:
     m, tr = card["model"], card.get("training", {})
     c = m["config"]
@@ -225,6 +243,13 @@ def render(card: dict) -> str:
         "`farmer eval checkpoints/fmnist --k 8` |",
         f"| test bits/dim, first 1,000, single-sample (checked by the tests) | {f(first['bpd'], 4)} | "
         "`farmer eval checkpoints/fmnist --limit 1000` |",
+        *([f"| the same under the null class, −log p(x) (all 10,000, single-sample) | "
+           f"{f(card['bpd_test_null_k1']['bpd'], 4)} | `farmer eval checkpoints/fmnist --k 1 --unconditional` |"]
+          if "bpd_test_null_k1" in card else []),
+        *([f"| Fig. 7 ratio: mean |Δpixel| with Z^R redrawn / with Z^I perturbed (v = 1, 100 test images) | "
+           f"**{card['fig7']['ratio']:.2f}** ({card['fig7']['redraw_redundant']:.1f} / "
+           f"{card['fig7']['perturb_informative']:.1f} grey levels) | `farmer.channels.channel_experiment` |"]
+          if "fig7" in card else []),
         f"| split of the bound (bits/dim): prior Z^I / prior Z^R / −log-det + 7 | "
         f"{f(k1['terms_bpd']['prior_informative'])} / {f(k1['terms_bpd']['prior_redundant'])} / "
         f"{f(k1['bpd'] - k1['terms_bpd']['prior_informative'] - k1['terms_bpd']['prior_redundant'])} | same |",
@@ -256,7 +281,7 @@ def render(card: dict) -> str:
     lines += [
         "",
         "All bits/dim are discrete-data bounds with uniform dequantisation, conditioned on the true class "
-        "(DESIGN §5); the K = 8 figure is the importance-weighted bound, never above the single-sample one. "
+        "(−log p(x|c)) unless the row says null class (DESIGN §5); the K = 8 figure is the importance-weighted bound, never above the single-sample one. "
         "FD uses the project's own classifier (`checkpoints/fmnist-classifier`, "
         f"{100 * qu['classifier_test_accuracy']:.2f}% test accuracy) and is **not FID**; "
         "it is comparable only with other FD figures from that classifier and the same sample count.",
@@ -267,28 +292,16 @@ def render(card: dict) -> str:
         "| --- | --- |",
         table,
         "",
-        f"This model trained {tr.get('hours', float('nan')):.1f} hours on one CPU core; its K = 8 bound sits "
-        "between IDF and PixelVAE.",
+        f"This model trained {tr.get('hours', float('nan')):.1f} hours on a 2-core CPU. It is trained for "
+        "samples (Gaussian noise curriculum), not for likelihood, and the table is for scale only.",
         "",
-        "## Limitations: read before using the samples",
+        "## Informative vs redundant channels (the paper's Fig. 7)",
         "",
-        "The likelihood is good, but the samples are not. They show the class's silhouette (trousers, "
-        "pullovers, coats, bags) under a dotted, patch-aligned texture. Class consistency is about 22% "
-        "(chance is 10%). The cause is measured in `notebooks/02_channel_partitioning.ipynb`: after this "
-        "short training the flow still leaves position-dependent structure in the redundant channels Z^R. "
-        "The shared, position-independent mixture G_{N+1} cannot represent that structure, so a fresh "
-        "draw of Z^R breaks the image up patch by patch. Redrawing Z^R changes the pixels about 2.5× as "
-        "much as perturbing Z^I does. Longer training, a larger d_I, or the `none` channel mode "
-        "(`benchmarks/dimension_reduction.py`) are the levers to try.",
+        *fig7_lines(card),
         "",
-        "**Guidance study** (`python benchmarks/guidance.py --samples 1000`; `benchmarks/guidance.json`, "
-        "[`guidance.png`](../../benchmarks/guidance.png)). Resampling CFG lowers FD steadily as w grows: "
-        "572 (w = 0) → 476 (w = 2) → 425 (w = 4). The naive rule stays flat at 567–577 for every w. This "
-        "is the direction of the paper's Table 3 (FID 8.66 naive → 5.67 resampling). More candidates help "
-        "resampling a little: FD 488 / 479 / 476 / 470 / 466 for s = 1 / 2 / 5 / 10 / 20 at w = 2. Class "
-        "consistency rises from 19% (w = 0) to 22–24% under either rule. The gap between the two rules is "
-        "within binomial noise (±1.3 points at 1,000 samples). Guidance does not repair the texture "
-        "described above.",
+        "## Which model for what",
+        "",
+        *purpose_lines(card),
         "",
         f"## Samples (one row per class: {', '.join(FMNIST_CLASSES)})",
         "",
@@ -306,19 +319,15 @@ def render(card: dict) -> str:
         "## Training",
         "",
         "```",
-        f"farmer train --preset fmnist --out runs/fmnist --lr {m['train']['lr']:g} --steps {m['train']['steps']} "
-        f"--batch-size {m['train']['batch_size']} --data-init {m['train'].get('data_init', 0)}",
-        "farmer distill runs/fmnist --lr 1e-3 --steps 5200   # the one-step student, into the newest checkpoint",
+        f"farmer train --preset fmnist --out runs/fmnist --steps {m['train']['steps']} "
+        f"--ckpt-every 500   # noise {m['train']['noise']}, σ {m['train']['sigma_max']:g} → "
+        f"{m['train']['sigma_min']:g}; channel mixing {c['channel_mixing']} ({c['mixing_position']})",
+        f"farmer distill runs/fmnist {card.get('distill_command', '')}  # the one-step student, into the newest checkpoint",
         "```",
         "",
-        f"Recipe: {json.dumps({k: m['train'][k] for k in ('batch_size', 'lr', 'warmup_steps', 'weight_decay', 'grad_clip', 'ema_decay', 'noise')})}; "
+        f"Recipe: {json.dumps({k: m['train'][k] for k in ('batch_size', 'lr', 'warmup_steps', 'weight_decay', 'grad_clip', 'ema_decay', 'noise', 'sigma_max', 'sigma_min')})}; "
         "AdamW β = (0.9, 0.95), cosine decay, EMA weights shipped (fp32). "
-        "The learning rate 2e-3 comes from the convergence benchmark (README, *Convergence*). "
-        "The training run used one thread at raised priority so that development could go on beside it. "
-        "Distillation ran beside the training to save time: Algorithm 2 with lr 1e-3 and s ~ U[0, 0.3], "
-        "4,800 steps against the newest training checkpoint at each point (steps 2000–7000 of the run), then "
-        "400 steps against the final weights. The reconstruction error above is measured against the final "
-        "weights.",
+        f"{card.get('training_note', '')}",
         "",
         "## Files",
         "",
