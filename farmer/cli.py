@@ -43,6 +43,9 @@ def _add_quality(sub) -> None:
     p.add_argument("--cfg", type=float, default=2.0, help="guidance weight w (default 2)")
     p.add_argument("--decoder", choices=DECODERS, default="sequential", help="AF inverse (default sequential)")
     p.add_argument("--t-sigma", type=float, default=1.0, help="T_sigma (default 1)")
+    p.add_argument("--t-pi-verify", type=float, default=0.1, help="T_pi,v of the resampling weights (default 0.1)")
+    p.add_argument("--t-sigma-verify", type=float, default=1.0, help="T_sigma,v of the weights (default 1)")
+    p.add_argument("--t-select", type=float, default=1.1, help="T_s, multiplies the log-weights (default 1.1)")
     _add_sampling_extras(p)
     p.add_argument("--batch-size", type=int, default=250, help="samples per call (default 250)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first batch; batch b uses seed + b")
@@ -76,9 +79,11 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     reference = predict(classifier, test.images)[1]
     q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch_size,
                        seed=args.seed, guidance=args.guidance, cfg_scale=args.cfg, decoder=args.decoder,
-                       t_sigma=args.t_sigma, resample_weights=args.resample_weights, denoise=args.denoise)
+                       t_sigma=args.t_sigma, t_pi_verify=args.t_pi_verify, t_sigma_verify=args.t_sigma_verify,
+                       t_select=args.t_select, resample_weights=args.resample_weights, denoise=args.denoise)
     res = {"checkpoint": str(path), "guidance": args.guidance, "cfg_scale": args.cfg, "decoder": args.decoder,
-           "t_sigma": args.t_sigma, "resample_weights": args.resample_weights, "denoise": args.denoise, "seed": args.seed, "classifier": str(clf_dir),
+           "t_sigma": args.t_sigma, "t_pi_verify": args.t_pi_verify, "t_sigma_verify": args.t_sigma_verify,
+           "t_select": args.t_select, "resample_weights": args.resample_weights, "denoise": args.denoise, "seed": args.seed, "classifier": str(clf_dir),
            "classifier_test_accuracy": clf_cfg.get("test_accuracy"), "reference": "test set (10,000)", **q}
     tag = args.guidance if args.guidance == "none" else f"{args.guidance}_w{args.cfg:g}"
     out = Path(args.out) if args.out else path / f"quality_{tag}.json"
