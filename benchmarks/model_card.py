@@ -302,7 +302,7 @@ def render(card: dict) -> str:
         *([f"| the same under the null class, −log p(x) (all 10,000, single-sample) | "
            f"{f(card['bpd_test_null_k1']['bpd'], 4)} | `farmer eval checkpoints/fmnist --k 1 --unconditional` |"]
           if "bpd_test_null_k1" in card else []),
-        *([f"| Fig. 7 ratio: mean |Δpixel| with Z^R redrawn / with Z^I perturbed (v = 1, 100 test images) | "
+        *([f"| Fig. 7 ratio: mean abs. pixel change with Z^R redrawn / with Z^I perturbed (v = 1, 100 test images) | "
            f"**{card['fig7']['ratio']:.2f}** ({card['fig7']['redraw_redundant']:.1f} / "
            f"{card['fig7']['perturb_informative']:.1f} grey levels) | `farmer.channels.channel_experiment` |"]
           if "fig7" in card else []),
