@@ -370,7 +370,7 @@ class Workbench:
             if z_i_mode == "perturb":
                 zi = zi + noise * torch.randn(zi.shape, generator=g, device=zi.device)
             y_ar = model.labels_or_null(None if y is None else y.expand(R), R, zi.device)   # null if None
-            zr = self._redraw_redundant(zi, y_ar, v, g)                          # (R, N, d_R)
+            zr = redraw_redundant(model, zi, y_ar, v, g)                         # (R, N, d_R)
             z_new = model.ar_order(torch.cat([zi, zr], dim=-1))                  # (R, N, d) raster order
             recon = quantize(model.decode(z, decoder))                           # (1, C, H, W)
             imgs = quantize(model.decode(z_new, decoder))                        # (R, C, H, W)
@@ -404,9 +404,3 @@ class Workbench:
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         return gallery, summary, pd.DataFrame(rows, columns=headers), chart
-
-    def _redraw_redundant(self, zi: torch.Tensor, y_ar: torch.Tensor, v: float,
-                          g: torch.Generator) -> torch.Tensor:
-        """Z^R (R, N, d_R) given Z^I (R, N, d_I): N draws from the model's redundant mixture with
-        each component's variance scaled by v (v = 0: the chosen components' means)."""
-        return redraw_redundant(self.model, zi, y_ar, v, g)

@@ -162,7 +162,8 @@ class ChannelMixing(nn.Module):
         return u @ self.inverse_matrix().to(u.dtype).T
 
     def inverse_matrix(self) -> torch.Tensor:
-        return torch.linalg.inv(self.matrix().double()).to(self.matrix().dtype)
+        m = self.matrix()
+        return torch.linalg.inv(m.double()).to(m.dtype)
 
     def pixel_weights(self) -> torch.Tensor:
         m2 = self.matrix().detach().double().square()                         # (d, d)
