@@ -14,7 +14,10 @@ A checkpoint is a directory:
 
 `load(path)` rebuilds the model from these files alone. Loading reads only
 JSON and safetensors (no torch.load, no pickle), so a checkpoint from an
-untrusted source cannot run code. Every file is written to a temporary name in
+untrusted source cannot run code; and it checks every tensor's shape in the
+safetensors headers against a meta-device build of the config before it
+allocates anything (farmer.preflight), so a crafted config cannot exhaust
+memory either. Every file is written to a temporary name in
 the same folder and renamed into place (os.replace is atomic on POSIX), so a
 crash never leaves a half-written file under the final name. A training run
 keeps its checkpoints as `OUT/checkpoints/step_XXXXXXXX/`, each written as a
@@ -38,6 +41,7 @@ from safetensors.torch import load_file, save as st_save
 
 from .config import FarmerConfig
 from .model import Farmer
+from .preflight import check_training_state, check_weights, read_header
 
 FORMAT, VERSION = "farmer-checkpoint", 1
 CONFIG_FILE, WEIGHTS_FILE, STUDENT_FILE = "config.json", "model.safetensors", "student.safetensors"
@@ -198,23 +202,33 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", weights: s
     meta, cfg = read_config(path)
     if weights not in (None, "ema", "raw"):
         raise ValueError(f"load: weights must be None, 'ema' or 'raw', got {weights!r}")
-    model = Farmer(cfg)
-    if weights is None or weights == meta["weights"]:
-        load_into(model, read_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
+    own = weights is None or weights == meta["weights"]
+    prefix = "model/" if weights == "raw" else "ema/"
+    # pre-flight: headers against a meta build of the config, before anything is allocated
+    if own:
+        check_weights(cfg, read_header(path / WEIGHTS_FILE), path / CONFIG_FILE)
     else:
-        prefix = "model/" if weights == "raw" else "ema/"
-        state = read_tensors(path / TRAIN_TENSORS) if (path / TRAIN_TENSORS).exists() else {}
-        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not picked:
+        header = read_header(path / TRAIN_TENSORS) if (path / TRAIN_TENSORS).exists() else None
+        if header is None or not header.with_prefix(prefix):
             raise ValueError(f"load: {path} holds {meta['weights']} weights in {WEIGHTS_FILE} and no {weights} "
                              f"weights in {TRAIN_TENSORS}; use weights=None")
-        load_into(model, picked, f"{path / TRAIN_TENSORS} ({prefix}*)")
+        check_weights(cfg, header, path / CONFIG_FILE, prefix=prefix)
     if (path / STUDENT_FILE).exists():
         try:
             from .distill import make_student
         except ImportError as e:
             raise RuntimeError(f"{path / STUDENT_FILE} holds a distilled student but farmer.distill.make_student "
                                f"cannot be imported ({e})") from e
+        check_weights(cfg, read_header(path / STUDENT_FILE), path / CONFIG_FILE, student=True)
+
+    model = Farmer(cfg)
+    if own:
+        load_into(model, read_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
+    else:
+        state = read_tensors(path / TRAIN_TENSORS)
+        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        load_into(model, picked, f"{path / TRAIN_TENSORS} ({prefix}*)")
+    if (path / STUDENT_FILE).exists():
         student = make_student(model)
         load_into(student, read_tensors(path / STUDENT_FILE), str(path / STUDENT_FILE))
         model.student = student
@@ -346,11 +360,22 @@ def save_run_checkpoint(run_dir: str | os.PathLike, step: int, model: Farmer, em
     return commit_checkpoint(run_dir, f"step_{step:08d}", fill, keep=keep)
 
 
+def check_run_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], FarmerConfig]:
+    """Pre-flight for a resume: config.json, model.safetensors and training.safetensors agree, checked on
+    their headers before anything is built (farmer.preflight). Returns read_config's (JSON, FarmerConfig)."""
+    path = Path(path)
+    meta, cfg = read_config(path)
+    check_weights(cfg, read_header(path / WEIGHTS_FILE), path / CONFIG_FILE)
+    check_training_state(cfg, read_header(path / TRAIN_TENSORS), path / CONFIG_FILE,
+                         ema_in_state=meta["weights"] == "raw")
+    return meta, cfg
+
+
 def restore_run_checkpoint(path: str | os.PathLike, model: Farmer, ema: Farmer,
                            optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Inverse of save_run_checkpoint: fills model, ema and optimizer, sets the RNGs; returns training.json."""
     path = Path(path)
-    meta, _ = read_config(path)
+    meta, _ = check_run_checkpoint(path)
     tensors, js = load_training_state(path)
     load_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, f"{path / TRAIN_TENSORS}")
     ema_t = (read_tensors(path / WEIGHTS_FILE) if meta["weights"] == "ema"

@@ -286,6 +286,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) ->
     group = parser.add_argument_group(title)
     types = {"int": int, "float": float, "str": str, "int | None": _opt_int, "str | None": str}
     for f in dataclasses.fields(cls):
+        if str(f.type) == "bool":                                       # a switch: --strict-data
+            group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_true",
+                               default=argparse.SUPPRESS, help=docs.get(f.name, f"the {f.name} field"))
+            continue
         kind = types.get(str(f.type), str)
         meta = "N|none" if kind is _opt_int else None
         group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=argparse.SUPPRESS,

@@ -229,6 +229,8 @@ class TrainConfig(_JsonConfig):
     # --- data ---
     data: str | None = None       # "fashion-mnist" | "digits" | "synthetic" | path to an image folder
     data_dir: str | None = None   # where the data files are (None = the search order of DESIGN §3)
+    strict_data: bool = False     # image folders: decode every file when scanning and stop, listing every
+                                  # unreadable one (default: skip them, log each once, count in bad_files)
     noise: str = "uniform"        # "uniform": x = (q+u)/128 − 1, a true bound on the discrete data;
                                   # "gaussian": x = (q+½)/128 − 1 + σε, the paper's augmentation
     sigma_max: float = 0.1        # gaussian noise σ at step 0 (in [−1, 1] pixel units)
@@ -270,6 +272,7 @@ class TrainConfig(_JsonConfig):
         for name in ("batch_size", "steps", "log_every", "keep_checkpoints", "sample_count", "max_bad_steps"):
             v = getattr(self, name)
             need(isinstance(v, int) and v >= 1, f"{name} must be a positive int, got {v!r}")
+        need(isinstance(self.strict_data, bool), f"strict_data must be true or false, got {self.strict_data!r}")
         for name in ("warmup_steps", "ckpt_every", "sample_every", "num_workers", "seed", "data_init"):
             v = getattr(self, name)
             need(isinstance(v, int) and v >= 0, f"{name} must be an int >= 0, got {v!r}")

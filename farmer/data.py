@@ -284,6 +284,36 @@ def load_synthetic(split: str = "train", image_size: int = 8, channels: int = 1,
 
 # ---------------------------------------------------------------------------- image folder
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+MAX_REPLACEMENTS = 64           # unreadable files in a row before an item gives up
+
+
+class UnreadableDataError(ValueError):
+    """An image folder holds files that are not readable images (raised with strict=True, listing them all)."""
+
+
+def _check_image(path: Path, decode: bool) -> str | None:
+    """None if `path` is a readable image, else the reason. decode=False reads only the header."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            if decode:
+                im.load()
+            elif im.size[0] < 1 or im.size[1] < 1:
+                return f"empty image {im.size}"
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:     # PIL raises all four
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def scan_images(paths: Sequence[Path], decode: bool = False, threads: int | None = None) -> dict[Path, str]:
+    """{path: reason} for every file of `paths` that is not a readable image (headers only unless decode).
+
+    Threads overlap the file reads (Pillow releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+    threads = threads or min(32, 4 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(threads) as pool:
+        reasons = pool.map(lambda p: _check_image(p, decode), paths, chunksize=64)
+        return {p: r for p, r in zip(paths, reasons) if r is not None}
 
 
 class ImageFolder(ImageDataset):
@@ -292,9 +322,19 @@ class ImageFolder(ImageDataset):
     Each image is converted to grey ("L", channels=1) or "RGB" (channels=3),
     its shorter side resized to `image_size` (bicubic), then centre-cropped
     to image_size × image_size. Classes are the sorted sub-folder names.
+
+    Damaged data never ends a run. The scan reads every file's header (hidden
+    files aside): files that are not images are left out and listed in
+    `skipped_at_scan` {path: reason}. A file whose header reads but whose data
+    does not decode is met later: `read(i)` then records it in `bad_files`
+    {path: reason} and returns instead the image at a replacement index drawn
+    from (i, attempt) alone, so every process, and a resumed run, gets the
+    same batch. strict=True decodes every file at scan time and raises
+    UnreadableDataError listing each unreadable one.
     """
 
-    def __init__(self, root: str | os.PathLike, image_size: int, channels: int, split: str | None = None):
+    def __init__(self, root: str | os.PathLike, image_size: int, channels: int, split: str | None = None,
+                 strict: bool = False):
         root = Path(root)
         if split:                                  # ImageNet-style train/ and val/ (or test/) sub-folders
             names = [split] + (["val"] if split == "test" else [])
@@ -310,12 +350,21 @@ class ImageFolder(ImageDataset):
         if channels not in (1, 3):
             raise ValueError(f"ImageFolder: channels must be 1 (grey) or 3 (RGB), got {channels}")
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        self.files: list[tuple[Path, int]] = [
-            (f, k) for k, c in enumerate(self.classes) for f in sorted((root / c).rglob("*"))
-            if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+        files = [(f, k) for k, c in enumerate(self.classes) for f in sorted((root / c).rglob("*"))
+                 if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)]
+        problems = scan_images([f for f, _ in files], decode=strict)
+        if strict and problems:
+            raise UnreadableDataError(
+                f"image folder {root}: {len(problems)} of {len(files)} files are not readable images "
+                f"(--strict-data):\n" + "\n".join(f"  {p}: {why}" for p, why in problems.items())
+                + "\nremove or repair them, or train without --strict-data to skip them")
+        self.files: list[tuple[Path, int]] = [(f, k) for f, k in files if f not in problems]
         if not self.files:
-            raise DataNotFoundError(f"image folder {root}: no images found; expected {root}/<class>/<image> with "
-                                    f"extensions {', '.join(IMAGE_EXTENSIONS)}")
+            raise DataNotFoundError(f"image folder {root}: no readable images found; expected {root}/<class>/<image> "
+                                    f"(e.g. {', '.join(IMAGE_EXTENSIONS)})"
+                                    + (f"; {len(problems)} files could not be read" if problems else ""))
+        self.skipped_at_scan: dict[str, str] = {str(p): why for p, why in problems.items()}
+        self.bad_files: dict[str, str] = {}                 # met while reading: path -> reason
         self.root, self.size, self.mode = root, image_size, "L" if channels == 1 else "RGB"
         self.num_classes, self.name = len(self.classes), f"folder:{root}"
         self.image_shape = (channels, image_size, image_size)
@@ -324,8 +373,34 @@ class ImageFolder(ImageDataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, label, _ = self.read(i)
+        return image, label
+
+    def replacement(self, i: int, attempt: int) -> int:
+        """The index tried instead of item i after `attempt` failures: a function of (i, attempt) alone."""
+        import random
+        j = random.Random(f"farmer-image-folder:{i}:{attempt}").randrange(len(self.files) - 1)
+        return j + (j >= i)                                 # never i itself
+
+    def read(self, i: int) -> tuple[torch.Tensor, int, dict[str, str]]:
+        """(uint8 (C, H, W), label, {path: reason} of the files that failed on the way)."""
+        failed: dict[str, str] = {}
+        for attempt in range(MAX_REPLACEMENTS + 1 if len(self.files) > 1 else 1):
+            j = i if attempt == 0 else self.replacement(i, attempt)
+            path, label = self.files[j]
+            if str(path) in self.bad_files:                 # known bad: go straight to the next candidate
+                continue
+            try:
+                return self.decode(path), label, failed
+            except ValueError as e:
+                self.bad_files[str(path)] = failed[str(path)] = str(e)
+        raise ValueError(f"image folder {self.root}: item {i} and its replacements could not be read "
+                         f"({len(self.bad_files)} unreadable files so far, e.g. {next(iter(self.bad_files))}); "
+                         f"check the folder with --strict-data")
+
+    def decode(self, path: Path) -> torch.Tensor:
+        """One file -> uint8 (C, size, size); ValueError naming the file if it does not decode."""
         from PIL import Image, UnidentifiedImageError
-        path, label = self.files[i]
         try:
             with Image.open(path) as im:
                 im = im.convert(self.mode)
@@ -336,10 +411,10 @@ class ImageFolder(ImageDataset):
                 left, top = (nw - self.size) // 2, (nh - self.size) // 2
                 im = im.crop((left, top, left + self.size, top + self.size))
                 arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as e:
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
             raise ValueError(f"image folder: cannot read {path} as an image ({e})") from e
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)                    # (C, H, W)
-        return torch.from_numpy(arr.copy()), label
+        return torch.from_numpy(arr.copy())
 
 
 # ---------------------------------------------------------------------------- one entry point
@@ -347,10 +422,12 @@ DATASETS = ("fashion-mnist", "digits", "synthetic")
 
 
 def load_dataset(name: str | None, split: str, cfg: "FarmerConfig",
-                 path: str | os.PathLike | None = None, download: bool = True) -> ImageDataset:
+                 path: str | os.PathLike | None = None, download: bool = True,
+                 strict: bool = False) -> ImageDataset:
     """The data set `name` for model config `cfg`: "fashion-mnist" | "digits" | "synthetic" | an image-folder path.
 
     Checks that the images have the model's (C, H, W) and labels fit its classes.
+    strict: an image folder decodes every file now and refuses unreadable ones (ImageFolder).
     """
     if name is None:
         raise ValueError("no data set given: pass --data fashion-mnist | digits | synthetic | PATH (an image folder)")
@@ -361,7 +438,7 @@ def load_dataset(name: str | None, split: str, cfg: "FarmerConfig",
     elif name == "synthetic":
         ds = load_synthetic(split, cfg.image_size, cfg.channels, cfg.num_classes)
     elif os.sep in name or Path(name).is_dir() or name.startswith("."):
-        ds = ImageFolder(name, cfg.image_size, cfg.channels, split)
+        ds = ImageFolder(name, cfg.image_size, cfg.channels, split, strict=strict)
     else:
         raise ValueError(f"unknown data set {name!r}: use one of {DATASETS} or a path to an image folder")
     want = (cfg.channels, cfg.image_size, cfg.image_size)
@@ -376,15 +453,35 @@ def load_dataset(name: str | None, split: str, cfg: "FarmerConfig",
 
 def iterate_batches(ds: ImageDataset, batches: Sequence[Sequence[int]],
                     num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(uint8 (B, C, H, W), int64 (B,)) for each index list; worker processes for lazy (folder) data sets."""
-    if num_workers == 0 or isinstance(ds, ArrayDataset):
+    """(uint8 (B, C, H, W), int64 (B,)) for each index list; worker processes for lazy (folder) data sets.
+
+    Files an ImageFolder could not decode in a worker are merged into the
+    caller's `ds.bad_files` before the batch is yielded."""
+    if num_workers == 0 or not isinstance(ds, ImageFolder):
         for idx in batches:
             yield ds.get_batch(idx)
         return
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=[list(b) for b in batches],
+    loader = torch.utils.data.DataLoader(_Reads(ds), batch_sampler=[list(b) for b in batches],
                                          num_workers=num_workers, collate_fn=_collate)
-    yield from loader
+    for x, y, failed in loader:
+        ds.bad_files.update(failed)
+        yield x, y
 
 
-def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([im for im, _ in items]), torch.tensor([lab for _, lab in items], dtype=torch.long)
+class _Reads(torch.utils.data.Dataset):
+    """An ImageFolder whose items carry the files that failed on the way (for worker processes)."""
+
+    def __init__(self, ds: ImageFolder):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        return self.ds.read(i)
+
+
+def _collate(items: list[tuple[torch.Tensor, int, dict[str, str]]]
+             ) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    failed = {p: why for _, _, f in items for p, why in f.items()}
+    return torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items], dtype=torch.long), failed

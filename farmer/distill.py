@@ -225,11 +225,20 @@ def save_state(directory: str | os.PathLike, distiller: Distiller, **extra) -> N
     ckpt.atomic_write_json(directory / STATE_JSON, meta)
 
 
-def read_state(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """(tensors, meta) from `directory`, or None when there is no distillation state."""
+def read_state(directory: str | os.PathLike, student: nn.Module | None = None
+               ) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(tensors, meta) from `directory`, or None when there is no distillation state.
+
+    With `student`, the file's header is checked first: optimizer moments shaped like the
+    student's parameters and RNG bytes, nothing else (farmer.preflight)."""
+    from .preflight import check_optimizer_state, read_header
     directory = Path(directory)
     if not (directory / STATE_TENSORS).exists() or not (directory / STATE_JSON).exists():
         return None
+    if student is not None:
+        check_optimizer_state(read_header(directory / STATE_TENSORS),
+                              {k: tuple(p.shape) for k, p in student.named_parameters()},
+                              directory / ckpt.STUDENT_FILE)
     return ckpt.read_tensors(directory / STATE_TENSORS), ckpt.read_json(directory / STATE_JSON)
 
 
@@ -313,9 +322,10 @@ def run(checkpoint: str | os.PathLike, overrides: dict | None = None, *, data: s
     path = ckpt.resolve(checkpoint)
     meta, _ = ckpt.read_config(path)
     model = ckpt.load(path, device=device)
-    saved = None if restart else read_state(path)
-    if saved is not None and model.student is None:
+    has_state = not restart and (path / STATE_TENSORS).exists() and (path / STATE_JSON).exists()
+    if has_state and model.student is None:
         raise ValueError(f"{path} has a distillation state but no {ckpt.STUDENT_FILE}; pass --restart")
+    saved = read_state(path, model.student) if has_state else None
     base = DistillConfig(**saved[1]["config"]) if saved else DistillConfig()
     cfg = dataclasses.replace(base, **(overrides or {})).validate()
     distiller = Distiller(model, cfg, student=model.student if saved else None)

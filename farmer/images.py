@@ -13,7 +13,8 @@ is never quietly about a different picture than the one the user thinks:
     EXIF orientation         -> applied; animations -> first frame
 
 A file that Pillow cannot read raises ValueError ("not an image ..."), as does
-an image too large to decode safely (Pillow's decompression-bomb limit).
+an image too large to decode safely: more than MAX_PIXELS pixels, checked on
+the header before any pixel is decoded (a 30 KB PNG can claim 10⁹ pixels).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 FITS = ("pad", "crop", "stretch")
+MAX_PIXELS = 40_000_000         # 40 MP (8K × 5K): larger uploads are refused before decoding
 
 
 @dataclass
@@ -61,7 +63,10 @@ def _open(source):
         if not Path(source).is_file():
             raise ValueError(f"image file {source} does not exist")
     try:
-        im = Image.open(source)
+        im = Image.open(source)                         # reads the header only
+        if im.size[0] * im.size[1] > MAX_PIXELS:
+            raise Image.DecompressionBombError(f"{im.size[0]} × {im.size[1]} = {im.size[0] * im.size[1]:,} "
+                                               f"pixels, more than the {MAX_PIXELS:,} accepted")
         im.load()                                       # decode now: truncated files fail here, not later
     except Image.DecompressionBombError as e:
         raise ValueError(f"{name} is too large to decode safely ({e})") from e

@@ -168,6 +168,8 @@ def _init_weights(m: nn.Module) -> None:
 
 def sinusoidal_init_(pos: torch.Tensor) -> torch.Tensor:
     """Fill a (T, W) positional table with sin/cos features scaled by 0.02·√2 (learnable start)."""
+    if pos.is_meta:                                  # a shape-only build (farmer.preflight): no values
+        return pos
     T, W = pos.shape
     position = torch.arange(T, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, W, 2, dtype=torch.float32) * (-math.log(10000.0) / W))

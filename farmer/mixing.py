@@ -135,6 +135,11 @@ def patch_basis(kind: str, channels: int, p: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the maps
+def building_on_meta() -> bool:
+    """True inside `with torch.device("meta")` (farmer.preflight's shape-only build): nothing to compute."""
+    return torch.empty(0).is_meta
+
+
 class ChannelMixing(nn.Module):
     """One contract for every map: forward(t) -> (M·t, log|det M| per token), reverse(u) -> M⁻¹·u.
 
@@ -179,7 +184,9 @@ class FixedMixing(ChannelMixing):
     def __init__(self, kind: str, channels: int, p: int):
         super().__init__()
         self.kind = kind
-        self.register_buffer("basis", patch_basis(kind, channels, p).float(), persistent=False)
+        d = channels * p * p
+        basis = torch.empty(d, d) if building_on_meta() else patch_basis(kind, channels, p).float()
+        self.register_buffer("basis", basis, persistent=False)
 
     def matrix(self) -> torch.Tensor:
         return self.basis
@@ -200,16 +207,22 @@ class LUMixing(ChannelMixing):
 
     def __init__(self, channels: int, p: int):
         super().__init__()
-        w0 = patch_basis("dct", channels, p)                                   # (d, d) float64
-        P, L, U = torch.linalg.lu(w0)
-        s = torch.diagonal(U)
-        self.register_buffer("perm", P.float())
-        self.register_buffer("sign", torch.sign(s).float())
-        self.lower = nn.Parameter(torch.tril(L, -1).float())                  # strictly lower part
-        self.upper = nn.Parameter(torch.triu(U, 1).float())                   # strictly upper part
-        self.log_s = nn.Parameter(s.abs().log().float())
-        d = w0.shape[0]
-        self.register_buffer("eye", torch.eye(d), persistent=False)
+        d = channels * p * p
+        if building_on_meta():              # a shape-only build (farmer.preflight): the same tensors, no values
+            perm, lower, upper = (torch.empty(d, d) for _ in range(3))
+            sign, log_s, eye = torch.empty(d), torch.empty(d), torch.empty(d, d)
+        else:
+            P, L, U = torch.linalg.lu(patch_basis("dct", channels, p))         # (d, d) float64 each
+            s = torch.diagonal(U)
+            perm, sign, log_s = P.float(), torch.sign(s).float(), s.abs().log().float()
+            lower, upper = torch.tril(L, -1).float(), torch.triu(U, 1).float()  # strictly lower / upper
+            eye = torch.eye(d)
+        self.register_buffer("perm", perm)
+        self.register_buffer("sign", sign)
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(upper)
+        self.log_s = nn.Parameter(log_s)
+        self.register_buffer("eye", eye, persistent=False)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         low = torch.tril(self.lower, -1) + self.eye                            # unit lower

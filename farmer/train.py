@@ -218,7 +218,12 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
 def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say: Callable[[str], None],
            resume: bool, dataset: ImageDataset | None, progress: bool, keep_files: bool) -> TrainResult:
     from tqdm.auto import tqdm
-    data = dataset if dataset is not None else load_dataset(cfg.data, "train", model_cfg, cfg.data_dir)
+    data = dataset if dataset is not None else load_dataset(cfg.data, "train", model_cfg, cfg.data_dir,
+                                                            strict=cfg.strict_data)
+    skipped = getattr(data, "skipped_at_scan", {})
+    if skipped:
+        say(f"data: {len(skipped)} file(s) left out, not readable images: "
+            + "; ".join(f"{p} ({why})" for p, why in list(skipped.items())[:20]) + (" …" if len(skipped) > 20 else ""))
     B, W = cfg.batch_size, dd.world
     if B % W:
         raise ValueError(f"batch_size {B} must be divisible by the number of processes {W}")
@@ -227,6 +232,9 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
     if steps_per_epoch == 0:
         raise ValueError(f"data set {getattr(data, 'name', '')} has {len(data)} images, fewer than batch_size {B}")
 
+    last = ckpt.latest_checkpoint(out) if resume else None
+    if last is not None:                                                # before anything is built
+        _check_resumable(last, model_cfg)
     torch.manual_seed(cfg.seed)                                         # identical init on every rank
     model = Farmer(model_cfg).to(dd.device)
     if cfg.data_init:                                                  # a resumed run overwrites it below
@@ -237,11 +245,10 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
     start, bad_total = 0, 0
 
     if resume:
-        last = ckpt.latest_checkpoint(out)
         if last is None:
             say(f"--resume: no checkpoint in {out / 'checkpoints'}, starting from step 0")
         else:
-            start, bad_total = _restore(last, model, ema, opt, model_cfg, cfg, say)
+            start, bad_total = _restore(last, model, ema, opt, model_cfg, cfg, say, data)
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out / "metrics.jsonl", start)
@@ -260,6 +267,8 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
                file=sys.stderr, unit="step")
     acc, n_acc, n_steps, t0 = torch.zeros(4, dtype=torch.float64), 0, 0, time.perf_counter()
     grad_norm, in_a_row, record, epoch_cache = 0.0, 0, {}, (-1, [])
+    bad_files: dict[str, str] = getattr(data, "bad_files", {})         # files that failed to decode (folders)
+    n_reported = len(bad_files)                                         # those known at resume were logged
     last_ckpt = ckpt.latest_checkpoint(out) if resume else None
 
     def batches(from_step: int):
@@ -278,6 +287,10 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
                 step += 1
 
     for step, positions, x_u8, y in batches(start):
+        if len(bad_files) > n_reported:                                 # each unreadable file, logged once
+            for path, why in list(bad_files.items())[n_reported:]:
+                say(f"step {step}: skipped unreadable file {path} ({why}); its batch took another training image")
+            n_reported = len(bad_files)
         model.train()
         x = noisy_batch(x_u8.to(dd.device), cfg, step, positions, B)
         y = y.to(dd.device) if model_cfg.num_classes else None
@@ -324,6 +337,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
             record = {"step": done, "epoch": step // steps_per_epoch, "loss": m[0], "bpd": (m[0] + LN128) / LN2,
                       "prior_informative": m[1], "prior_redundant": m[2], "logdet": m[3], "lr": lr,
                       "grad_norm": grad_norm, "images_per_s": n_steps * B / dt, "bad_steps": bad_total,
+                      "bad_files": len(bad_files) + len(skipped),
                       "sigma": cosine_sigma(step, cfg.steps, cfg.sigma_max, cfg.sigma_min)
                       if cfg.noise == "gaussian" else 0.0, "time": time.time()}
             with open(out / "metrics.jsonl", "a") as f:
@@ -337,7 +351,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
             if dd.main:
                 last_ckpt = ckpt.save_run_checkpoint(
                     out, done, model, ema, opt, export=cfg.export_weights, keep=cfg.keep_checkpoints,
-                    state={"bad_steps": bad_total, "train": cfg.to_dict()},
+                    state={"bad_steps": bad_total, "train": cfg.to_dict(), "bad_files": dict(bad_files)},
                     train=cfg.to_dict(), data=getattr(data, "name", None), metrics=record)
                 plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")
                 say(f"checkpoint {last_ckpt}")
@@ -364,15 +378,25 @@ def _data_init(model: Farmer, data: ImageDataset, cfg: TrainConfig, device: torc
 
 
 # ============================================================================ resume
-def _restore(path: Path, model: Farmer, ema: Farmer, opt: torch.optim.Optimizer, model_cfg: FarmerConfig,
-             cfg: TrainConfig, say: Callable[[str], None]) -> tuple[int, int]:
-    """Load weights, EMA, optimizer and RNG from a run checkpoint; returns (step, bad steps so far)."""
-    _, saved_cfg = ckpt.read_config(path)
+def _check_resumable(path: Path, model_cfg: FarmerConfig) -> None:
+    """The checkpoint's files are sound (header pre-flight, nothing allocated) and its config is `model_cfg`."""
+    _, saved_cfg = ckpt.check_run_checkpoint(path)
     if saved_cfg != model_cfg:
         diff = {k: (v, getattr(model_cfg, k)) for k, v in saved_cfg.to_dict().items() if getattr(model_cfg, k) != v}
         raise ValueError(f"--resume: {path} was trained with a different model config "
                          f"(field: (checkpoint, now)) {diff}; resume with the same preset and flags")
+
+
+def _restore(path: Path, model: Farmer, ema: Farmer, opt: torch.optim.Optimizer, model_cfg: FarmerConfig,
+             cfg: TrainConfig, say: Callable[[str], None], data: ImageDataset) -> tuple[int, int]:
+    """Load weights, EMA, optimizer and RNG from a run checkpoint; returns (step, bad steps so far).
+
+    Files the run had found unreadable go back into `data.bad_files` (their replacements depend only
+    on the item, so the batches are the same either way; this only spares re-reading them)."""
+    _check_resumable(path, model_cfg)
     js = ckpt.restore_run_checkpoint(path, model, ema, opt)
+    if hasattr(data, "bad_files") and js.get("bad_files"):
+        data.bad_files.update(js["bad_files"])
     changed = {k: (v, getattr(cfg, k)) for k, v in js.get("train", {}).items()
                if hasattr(cfg, k) and getattr(cfg, k) != v}
     if changed:

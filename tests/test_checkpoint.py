@@ -86,11 +86,12 @@ def _damage(path, what):
     if what == "garbage-header":
         (path / "model.safetensors").write_bytes(b"\xff" * 100)
         return "model.safetensors is not a valid safetensors file"
-    if what == "wrong-shapes":                  # config says wider flow than the weights
+    if what == "wrong-shapes":                  # config says a narrower flow than the weights
         meta = json.loads((path / "config.json").read_text())
-        meta["model"]["flow_width"] = 64
+        meta["model"]["flow_width"] = 16
         (path / "config.json").write_text(json.dumps(meta))
-        return "model.safetensors does not match the model.*wrong shapes"
+        return ("model.safetensors does not match .*config.json: config.json sets flow_width = 16, but these "
+                "weights were saved with flow_width = 32. wrong shapes")
     if what == "unknown-field":
         meta = json.loads((path / "config.json").read_text())
         meta["model"]["wings"] = 2

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import gzip
 import math
+import shutil
 import struct
 
 import numpy as np
 import pytest
 import torch
 
+from _folders import damaged_folder
+
 from farmer.config import presets
-from farmer.data import (DataNotFoundError, ImageFolder, add_gaussian_noise, cosine_sigma, dequantize_uniform,
-                         find_fashion_mnist, load_dataset, load_digits, load_fashion_mnist, load_synthetic,
-                         quantize, read_idx)
+from farmer.data import (DataNotFoundError, ImageFolder, UnreadableDataError, add_gaussian_noise, cosine_sigma,
+                         dequantize_uniform, find_fashion_mnist, iterate_batches, load_dataset, load_digits,
+                         load_fashion_mnist, load_synthetic, quantize, read_idx)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,9 +157,11 @@ def test_image_folder_classes_resize_crop_and_modes(tmp_path):
     _png(root / "train" / "cat" / "a.png", (40, 20), (255, 0, 0))          # wide: resized, centre-cropped
     _png(root / "train" / "cat" / "b.jpg", (16, 16), (0, 255, 0))
     _png(root / "train" / "dog" / "c.png", (10, 30), 128, mode="L")        # tall, grey
-    (root / "train" / "dog" / "notes.txt").write_text("not an image")     # ignored
+    (root / "train" / "dog" / "notes.txt").write_text("not an image")     # left out, and said so
+    (root / "train" / "dog" / ".DS_Store").write_bytes(b"\0\0")          # hidden: not data at all
     rgb = ImageFolder(root, image_size=8, channels=3, split="train")
     assert rgb.classes == ["cat", "dog"] and len(rgb) == 3 and rgb.num_classes == 2
+    assert list(rgb.skipped_at_scan) == [str(root / "train" / "dog" / "notes.txt")]
     x, y = rgb.get_batch([0, 1, 2])
     assert x.shape == (3, 3, 8, 8) and x.dtype == torch.uint8 and y.tolist() == [0, 0, 1]
     assert x[0, 0].min() > 250 and x[0, 1].max() < 5                       # still red after resizing
@@ -175,14 +180,47 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
         ImageFolder(tmp_path / "nope", 8, 1)
     (tmp_path / "empty" / "cls").mkdir(parents=True)
-    with pytest.raises(DataNotFoundError, match="no images found"):
+    with pytest.raises(DataNotFoundError, match="no readable images found"):
         ImageFolder(tmp_path / "empty", 8, 1)
     bad = tmp_path / "bad" / "cls" / "broken.png"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\x89PNG garbage")
-    ds = ImageFolder(tmp_path / "bad", 8, 1)
-    with pytest.raises(ValueError, match="broken.png"):
-        ds[0]
+    with pytest.raises(DataNotFoundError, match="no readable images found; .*1 files could not be read"):
+        ImageFolder(tmp_path / "bad", 8, 1)
+    damaged_folder(tmp_path / "many")
+    (tmp_path / "one" / "cls").mkdir(parents=True)
+    shutil.copy(tmp_path / "many" / "c1" / "3.png", tmp_path / "one" / "cls" / "a.png")
+    only = ImageFolder(tmp_path / "one", 8, 1)                        # the header reads; the data does not
+    with pytest.raises(ValueError, match="item 0 and its replacements could not be read.*a.png"):
+        only[0]
+
+
+def test_an_undecodable_file_is_replaced_by_the_same_image_every_time(tmp_path):
+    corrupt, text = damaged_folder(tmp_path / "imgs")
+    ds = ImageFolder(tmp_path / "imgs", 8, 1)
+    assert list(ds.skipped_at_scan) == [str(text)] and len(ds) == 24      # the text file fails its header
+    i = [p for p, _ in ds.files].index(corrupt)
+    x, y, failed = ds.read(i)
+    assert list(failed) == [str(corrupt)] and list(ds.bad_files) == [str(corrupt)]
+    j = ds.replacement(i, 1)
+    assert j != i and torch.equal(x, ds.decode(ds.files[j][0])) and y == ds.files[j][1]
+    assert ds.read(i)[2] == {}                                            # known now: not read again
+    fresh = ImageFolder(tmp_path / "imgs", 8, 1)                          # a resumed run, or another rank
+    assert torch.equal(fresh.get_batch([i, 0])[0][0], x)
+    assert torch.equal(fresh.get_batch([0])[0][0], ds[0][0])             # good items are untouched
+    batches = [[i, 1, 2], [3, i]]
+    workers = ImageFolder(tmp_path / "imgs", 8, 1)
+    got = list(iterate_batches(workers, batches, num_workers=1))         # decoded in a worker process
+    assert list(workers.bad_files) == [str(corrupt)]                      # ... and reported back here
+    inline = list(iterate_batches(ImageFolder(tmp_path / "imgs", 8, 1), batches))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, inline))
+
+
+def test_strict_data_lists_every_unreadable_file(tmp_path):
+    corrupt, text = damaged_folder(tmp_path / "imgs")
+    with pytest.raises(UnreadableDataError, match="2 of 25 files are not readable images") as e:
+        ImageFolder(tmp_path / "imgs", 8, 1, strict=True)
+    assert str(corrupt) in str(e.value) and str(text) in str(e.value)
 
 
 # ---------------------------------------------------------------------------- noise modes

@@ -108,3 +108,28 @@ def test_bad_arguments():
 def test_dark_on_light_hint():
     assert looks_dark_on_light(np.full((1, 28, 28), 240, np.uint8))
     assert not looks_dark_on_light(np.zeros((1, 28, 28), np.uint8))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width × height grey pixels (its data is a few zero rows)."""
+    import struct
+    import zlib
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * 4)) + chunk(b"IEND", b""))
+
+
+def test_an_image_claiming_too_many_pixels_is_refused_from_its_header():
+    import resource
+    import time
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match="too large to decode safely"):                # Pillow refuses it
+        load_image(_png_claiming(100_000, 50_000))                      # 20 GB as RGBA if decoded
+    with pytest.raises(ValueError, match="6400 × 6400 = 40,960,000 pixels, more than the 40,000,000 accepted"):
+        load_image(_png_claiming(6400, 6400))                           # under Pillow's own limit
+    assert time.perf_counter() - t < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024   # KB: nothing decoded
+

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from _folders import damaged_folder
 from conftest import REPO, cli_env
 from safetensors.torch import load_file
 
@@ -163,6 +164,41 @@ def test_resume_refuses_a_different_model(tmp_path, data):
     with pytest.raises(ValueError, match="different model config.*flow_blocks"):
         tr.train(TINY.replace(flow_blocks=3), tcfg(steps=20), tmp_path, dataset=data, progress=False,
                  log=quiet, resume=True)
+
+
+def test_a_folder_with_damaged_files_trains_to_the_end_and_resumes_exactly(tmp_path, monkeypatch):
+    corrupt, text = damaged_folder(tmp_path / "imgs")
+    cfg = tcfg(data=str(tmp_path / "imgs"), batch_size=8, steps=6, ckpt_every=3, log_every=3)
+    said = []
+    full = tr.train(TINY, cfg, tmp_path / "full", progress=False, log=said.append)
+    assert full.step == 6
+    assert sum(str(text) in line and "left out" in line for line in said) == 1
+    assert sum(str(corrupt) in line and "skipped unreadable file" in line for line in said) == 1   # logged once
+    records = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 6 and records[-1]["bad_files"] == 2
+    orig, calls = tr.ema_update, {"n": 0}
+    def crash_at_5(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt                                # after the checkpoint at step 3
+        orig(*a, **k)
+    monkeypatch.setattr(tr, "ema_update", crash_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(TINY, cfg, tmp_path / "cut", progress=False, log=quiet)
+    monkeypatch.setattr(tr, "ema_update", orig)
+    res = tr.train(TINY, cfg, tmp_path / "cut", progress=False, log=quiet, resume=True)   # a fresh folder scan
+    for (k, p), q in zip(full.model.state_dict().items(), res.model.state_dict().values()):
+        assert torch.equal(p, q), k                                 # the same batches after the resume
+    last = json.loads((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["bad_files"] == 2
+
+
+def test_strict_data_stops_at_the_scan_listing_both_files(tmp_path, run_farmer):
+    corrupt, text = damaged_folder(tmp_path / "imgs")
+    r = run_farmer("train", "--preset", "tiny", "--data", tmp_path / "imgs", "--strict-data", "--steps", "2",
+                   "--out", tmp_path / "run", "--no-progress", timeout=120)
+    assert r.returncode == 1 and "2 of 25 files are not readable images" in r.stderr
+    assert str(corrupt) in r.stderr and str(text) in r.stderr and not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_too_little_data_is_a_clear_error(tmp_path):
