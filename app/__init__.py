@@ -10,7 +10,9 @@
 Tabs: Sample (guidance, temperatures, decoders, a progressive view streamed as
 the tokens are drawn and the flow inverted), Likelihood (bits/dim, per-pixel
 heatmap, per-token and per-block breakdowns, the prior split; any uploaded
-image, two side by side) and Channels (informative vs redundant latents).
+image, two side by side, and a Classify panel: p(y|x) by Bayes' rule), Channels
+(informative vs redundant latents) and Interpolate (linear and spherical latent
+paths between two images, decoded, with bits/dim along them).
 """
 from .handlers import DEFAULT_CHECKPOINT, RANGES, Workbench
 from .ui import build_app

@@ -27,6 +27,7 @@ from farmer.mixing import channel_labels, map_note
 from farmer.checkpoint import read_config, resolve
 from farmer.data import FMNIST_CLASSES, dequantize_uniform, load_dataset, make_generator, quantize
 from farmer.images import FITS, load_image, looks_dark_on_light
+from farmer.interpolate import PATHS
 from farmer.layers import unpatchify
 from farmer.likelihood import LN2, estimator_name
 from farmer.sampling import sample_steps
@@ -61,6 +62,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "variance_scale": (0.0, 4.0, False),
     "z_i_noise": (0.0, 3.0, False),
     "draws": (1, 8, True),
+    "noise_draws": (1, 8, True),
+    "steps": (3, 16, True),
 }
 
 
@@ -404,3 +407,79 @@ class Workbench:
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         return gallery, summary, pd.DataFrame(rows, columns=headers), chart
+
+    # ------------------------------------------------------------------ Classify panel (Likelihood tab)
+    @user_errors
+    def classify(self, source: str = "test image", test_class: str = ANY_CLASS, test_index: int = 0,
+                 sample_class: str = UNCONDITIONAL, sample_seed: int = 0, upload: Any = None,
+                 fit: str = "pad", invert: bool = False, noise_draws: int = 1):
+        """p(y | x) of one image by Bayes' rule (uniform prior, exact conditional likelihoods,
+        `farmer.classify`). -> (bar chart, summary, numbers)."""
+        k = check("noise_draws", noise_draws)
+        if self.cfg.num_classes == 0:
+            raise gr.Error("this model is unconditional (no classes), so it cannot classify",
+                           title="Cannot do that")
+        x, own, what, notes = self.pick_image(source, test_class, test_index, sample_class, sample_seed,
+                                              upload, fit, invert)
+        log_post = farmer.classify(self.model, x, k=k, seed=NOISE_SEED)[0].double().cpu()   # (num_classes,)
+        probs = log_post.exp().tolist()
+        best = int(log_post.argmax())
+        colors = ["#d62728" if c == best else "#1f77b4" for c in range(len(probs))]
+        chart = render.bar_chart(self.classes, probs, "p(y | x) by Bayes' rule, uniform prior", "probability",
+                                 colors=colors)
+        chart.update_yaxes(range=[0, 1])
+        draws = "one uniform dequantisation draw" if k == 1 else f"{k} draws, importance-weighted"
+        estimator = f"log p(x|y) from {draws} (noise seed {NOISE_SEED}), the same noise for every class"
+        verdict = ""
+        if own is not None:
+            verdict = " — right" if own == best else f" — wrong: the image's label is {self.classes[own]}"
+        summary = (f"**p(y|x): {self.classes[best]} {probs[best]:.3f}**{verdict}.  \n{what}.  \n"
+                   f"log p(y|x) = log p(x|y) − logsumexp over the {len(probs)} classes; {estimator}.")
+        if notes:
+            summary += "  \n**Converted:** " + "; ".join(notes) + "."
+        numbers = {"image": what, "predicted": self.classes[best],
+                   "own_label": None if own is None else self.classes[own],
+                   "probabilities": dict(zip(self.classes, probs)),
+                   "log_posterior": dict(zip(self.classes, log_post.tolist())), "estimator": estimator,
+                   "noise_draws": k, "conversion": notes}
+        return chart, summary, numbers
+
+    # ------------------------------------------------------------------ Interpolate tab
+    @user_errors
+    def interpolate(self, a_source: str = "test image", a_test_class: str = ANY_CLASS, a_test_index: int = 0,
+                    a_sample_class: str = UNCONDITIONAL, a_sample_seed: int = 0, a_upload: Any = None,
+                    a_fit: str = "pad", a_invert: bool = False,
+                    b_source: str = "test image", b_test_class: str = ANY_CLASS, b_test_index: int = 1,
+                    b_sample_class: str = UNCONDITIONAL, b_sample_seed: int = 0, b_upload: Any = None,
+                    b_fit: str = "pad", b_invert: bool = False, steps: int = 9, decoder: str = "sequential"):
+        """Walk from A's latent to B's along both paths (`farmer.interpolate`), decode and score every
+        point under the null class. -> (linear strip, spherical strip, bits/dim chart, norm chart,
+        summary, numbers)."""
+        S = check("steps", steps)
+        choose("decoder", decoder, self.decoders)
+        x_a, _, what_a, notes_a = self.pick_image(a_source, a_test_class, a_test_index, a_sample_class,
+                                                  a_sample_seed, a_upload, a_fit, a_invert)
+        x_b, _, what_b, notes_b = self.pick_image(b_source, b_test_class, b_test_index, b_sample_class,
+                                                  b_sample_seed, b_upload, b_fit, b_invert)
+        walks = {path: farmer.interpolate(self.model, x_a, x_b, steps=S, path=path, seed=NOISE_SEED,
+                                          decoder=decoder) for path in PATHS}
+        t = walks["linear"]["t"].tolist()
+        bpd = {path: w["bpd"][0].tolist() for path, w in walks.items()}
+        norm = {path: w["latent_norm"][0].tolist() for path, w in walks.items()}
+        strips = [render.strip(walks[path]["images"][0]) for path in PATHS]
+        bpd_chart = render.line_chart(t, bpd, "bits/dim of each decoded image (null class)", "t", "bits/dim")
+        norm_chart = render.line_chart(t, norm, "latent norm ‖z(t)‖ along the path", "t", "‖z‖")
+        mid = S // 2
+        summary = (f"A: {what_a}; B: {what_b}. {S} points from A (t = 0) to B (t = 1), decoder {decoder}.  \n"
+                   f"At t = {t[mid]:.2f}: linear **{bpd['linear'][mid]:.3f}** bits/dim, "
+                   f"‖z‖ {norm['linear'][mid]:.1f}; "
+                   f"spherical **{bpd['spherical'][mid]:.3f}** bits/dim, ‖z‖ {norm['spherical'][mid]:.1f} "
+                   f"(ends {norm['linear'][0]:.1f} and {norm['linear'][-1]:.1f}). The linear path shrinks the "
+                   f"latent towards the prior's centre; the spherical one keeps its norm.  \n"
+                   f"Estimator: {walks['linear']['estimator']}.")
+        notes = notes_a + notes_b
+        if notes:
+            summary += "  \n**Converted:** " + "; ".join(notes) + "."
+        numbers = {"a": what_a, "b": what_b, "t": t, "bits_per_dim": bpd, "latent_norm": norm,
+                   "estimator": walks["linear"]["estimator"], "decoder": decoder, "conversion": notes}
+        return strips[0], strips[1], bpd_chart, norm_chart, summary, numbers

@@ -106,3 +106,21 @@ def bar_chart(names: list[str], values: list[float], title: str, unit: str,
                            hovertemplate="%{x}: %{y:.4f} " + unit + "<extra></extra>"))
     fig.update_yaxes(title=unit)
     return _layout(fig, title, square=False)
+
+
+def line_chart(x: list[float], series: dict[str, list[float]], title: str, xlabel: str, unit: str) -> go.Figure:
+    """One line with markers per named series over a shared x (e.g. bits/dim along a latent path)."""
+    hover = "%{y:.4f} " + unit + " at " + xlabel + " %{x:.3f}<extra></extra>"
+    fig = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=name, hovertemplate=name + ": " + hover)
+                     for name, y in series.items()])
+    fig.update_xaxes(title=xlabel)
+    fig.update_yaxes(title=unit)
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    return _layout(fig, title, square=False)
+
+
+def strip(images: torch.Tensor, target_height: int = 112) -> np.ndarray:
+    """uint8 (S, C, H, W) -> one row of S enlarged images (a path, left to right)."""
+    row = squeeze(image_grid(images, nrow=images.shape[0]))
+    k = max(1, target_height // row.shape[0])
+    return np.repeat(np.repeat(row, k, axis=0), k, axis=1)

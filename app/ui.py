@@ -1,4 +1,4 @@
-"""The Gradio layout: three tabs wired to `Workbench`'s handlers.
+"""The Gradio layout: four tabs wired to `Workbench`'s handlers.
 
 `build_app(workbench)` returns a queued `gr.Blocks`; nothing here loads a
 model or starts a server (that is `python -m app`), so tests build the same
@@ -44,10 +44,10 @@ def whole(name: str, label: str, value: int, high: int | None = None, **kw) -> g
     return checked(gr.Number(value, label=label, precision=0, minimum=low, maximum=high, **kw), name, low, high, True)
 
 
-def image_picker(wb: Workbench, key: str, index: int) -> list:
+def image_picker(wb: Workbench, key: str, index: int, condition: bool = True) -> list:
     """The nine inputs that choose an image (the first nine arguments of `likelihood` and
     `channels`): source, test class and index, sample class and seed, upload, fit, invert,
-    and the label to condition on."""
+    and the label to condition on (left out with condition=False: eight inputs)."""
     source = gr.Radio(list(SOURCES), value=SOURCES[0] if wb.test is not None else SOURCES[1],
                       label="image", elem_id=f"{key}-source")
     with gr.Row():
@@ -66,10 +66,12 @@ def image_picker(wb: Workbench, key: str, index: int) -> list:
         fit = gr.Radio(list(FITS), value="pad", label="upload: fit to size",
                        info="pad keeps the aspect ratio; crop fills; stretch ignores it")
         invert = gr.Checkbox(False, label="upload: invert (dark-on-light → light-on-dark)")
-    condition = gr.Dropdown(wb.condition_choices, value=OWN_LABEL, label="score under")
     # choosing a file selects the upload source (in the browser: no server round trip)
     upload.upload(None, None, source, js="() => 'upload'", api_visibility="private")
-    return [source, test_class, test_index, sample_class, sample_seed, upload, fit, invert, condition]
+    picked = [source, test_class, test_index, sample_class, sample_seed, upload, fit, invert]
+    if condition:
+        picked.append(gr.Dropdown(wb.condition_choices, value=OWN_LABEL, label="score under"))
+    return picked
 
 
 def likelihood_outputs(key: str) -> list:
@@ -83,6 +85,20 @@ def likelihood_outputs(key: str) -> list:
         split = gr.Plot(label="prior split and flow")
     numbers = gr.JSON(label="numbers", open=False)
     return [image, summary, heat, tokens, blocks, split, numbers]
+
+
+def classify_panel(key: str) -> tuple[gr.Button, gr.Number, list]:
+    """The Classify panel of one side of the Likelihood tab: button, noise draws, (chart, summary, numbers)."""
+    with gr.Group():
+        gr.Markdown("**Classify** by Bayes' rule: p(y | x) ∝ p(x | y), the exact conditional likelihood "
+                    "of every class, uniform prior (the picked image; *score under* is not used).")
+        with gr.Row():
+            draws = whole("noise_draws", "dequantisation draws k", 1, elem_id=f"{key}-classify-k")
+            button = gr.Button(f"Classify {key.upper()}", elem_id=f"classify-{key}")
+        chart = gr.Plot(label="p(y | x)", elem_id=f"{key}-classify")
+        summary = gr.Markdown(elem_id=f"{key}-classify-summary")
+        numbers = gr.JSON(label="class probabilities", open=False)
+    return button, draws, [chart, summary, numbers]
 
 
 def header(wb: Workbench) -> str:
@@ -149,16 +165,20 @@ def build_app(wb: Workbench, queue_size: int = 16, concurrency: int = 2) -> gr.B
                     pick_a = image_picker(wb, "a", 0)
                     score_a = gr.Button("Score A", variant="primary", elem_id="score-a")
                     out_a = likelihood_outputs("a")
+                    classify_a, k_a, cls_a = classify_panel("a")
                 with gr.Column():
                     gr.Markdown("### B")
                     pick_b = image_picker(wb, "b", 1)
                     score_b = gr.Button("Score B", variant="primary", elem_id="score-b")
                     out_b = likelihood_outputs("b")
+                    classify_b, k_b, cls_b = classify_panel("b")
             both = gr.Button("Compare A and B (shared colour scale)", elem_id="compare")
             diff = gr.Markdown(label="difference", elem_id="compare-summary")
             score_a.click(wb.likelihood, pick_a, out_a, api_name="likelihood", **run)
             score_b.click(wb.likelihood, pick_b, out_b, api_name="likelihood_b", **run)
             both.click(wb.compare, pick_a + pick_b, out_a + out_b + [diff], api_name="compare", **run)
+            classify_a.click(wb.classify, pick_a[:8] + [k_a], cls_a, api_name="classify", **run)
+            classify_b.click(wb.classify, pick_b[:8] + [k_b], cls_b, api_name="classify_b", **run)
 
         with gr.Tab("Channels", id="channels"):
             gr.Markdown("Each token's d channels split into Z^I (modelled token by token) and Z^R (one "
@@ -185,5 +205,32 @@ def build_app(wb: Workbench, queue_size: int = 16, concurrency: int = 2) -> gr.B
                                            interactive=False)
             decode.click(wb.channels, pick_c + [v, zi_mode, zi_noise, draws, c_seed, c_decoder],
                          [gallery, c_summary, c_table, c_chart], api_name="channels", **run)
+
+        with gr.Tab("Interpolate", id="interpolate"):
+            gr.Markdown("Encode two images, walk from A's latent to B's — along a straight line and along a "
+                        "variance-preserving spherical path (directions by slerp, norm linear between the "
+                        "ends) — decode every point and score it (bits/dim under the null class).")
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("### A (t = 0)")
+                    pick_ia = image_picker(wb, "ia", 0, condition=False)
+                with gr.Column():
+                    gr.Markdown("### B (t = 1)")
+                    pick_ib = image_picker(wb, "ib", 1, condition=False)
+            with gr.Row():
+                steps = slider("steps", "points on the path (ends included)", 9, 1)
+                i_decoder = gr.Radio(list(wb.decoders), value=wb.decoders[0], label="decoder")
+                walk = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
+            linear = gr.Image(label="linear path: (1 − t)·z_a + t·z_b", type="numpy", format="png",
+                              interactive=False, elem_id="interp-linear")
+            spherical = gr.Image(label="spherical path: slerp of the directions, norm linear in t", type="numpy",
+                                 format="png", interactive=False, elem_id="interp-spherical")
+            with gr.Row():
+                i_bpd = gr.Plot(label="bits/dim along the path", elem_id="interp-bpd")
+                i_norm = gr.Plot(label="latent norm along the path", elem_id="interp-norm")
+            i_summary = gr.Markdown(elem_id="interp-summary")
+            i_numbers = gr.JSON(label="numbers", open=False)
+            walk.click(wb.interpolate, pick_ia + pick_ib + [steps, i_decoder],
+                       [linear, spherical, i_bpd, i_norm, i_summary, i_numbers], api_name="interpolate", **run)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     return demo

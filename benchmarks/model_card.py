@@ -14,6 +14,8 @@ Figures (each also has a one-line CLI equivalent, printed in the card):
   * the same bits/dim under the null class (−log p(x) of the unconditional model);
   * the Fig. 7 ratio of the informative / redundant experiment (farmer.channels, 100 test images);
   * the distilled decoder's reconstruction error on the first 1,000 test images;
+  * the Bayes classifier from the exact conditional likelihoods (farmer.classify): accuracy and ECE
+    on all 10,000 test images, the settings of `python benchmarks/classify.py`;
   * parameters, training steps and wall time (from the run's metrics.jsonl).
 Figures already in card.json are kept unless --redo names them (or --redo all),
 so an interrupted run resumes.
@@ -35,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import farmer  # noqa: E402
 from farmer.channels import channel_experiment  # noqa: E402
+from farmer.classify import evaluate_classifier  # noqa: E402
 from farmer.checkpoint import atomic_write_json, read_config, resolve  # noqa: E402
 from farmer.data import FMNIST_CLASSES, load_fashion_mnist  # noqa: E402
 from farmer.distill import reconstruction_error  # noqa: E402
@@ -116,6 +119,10 @@ CARD_GUIDANCE = {"guidance": "resample", "cfg_scale": 1.0, "t_sigma": 0.9, "t_pi
                  "t_sigma_verify": 1.0, "t_select": 1.0}
 
 
+# The Bayes classifier's settings: benchmarks/classify.py's defaults, so both commands give the same figure.
+CARD_CLASSIFY = {"k": 1, "seed": 0, "batch_size": 250, "bins": 15}
+
+
 def best_cfg(rule: str = "resample") -> float:
     """The card's w for a guidance rule, from benchmarks/guidance.json (s_c = s_u = 5): the lowest FD among
     the weights whose class consistency reaches 90% (the card's bar), else the lowest FD; 2 without a study."""
@@ -174,6 +181,9 @@ def measure(args) -> dict:
     if need("distilled_reconstruction") and model.student is not None:
         done("distilled_reconstruction", {**reconstruction_error(model, test.images[:1000], seed=0),
                                           "images": "first 1,000 test images, dequantisation seed 0"})
+    if need("bayes_classifier"):                       # Bayes' rule on log p(x|y), beside the CNN's accuracy
+        done("bayes_classifier", {**evaluate_classifier(model, test.images, test.labels, **CARD_CLASSIFY),
+                                  "command": "python benchmarks/classify.py"})
     if need("seconds_per_image"):
         out = {"batch": 64, "threads": torch.get_num_threads(),
                "sequential": time_sampling(model, "sequential", 64, args.repeats)}
@@ -256,6 +266,38 @@ def guidance_lines() -> list[str]:
     return lines
 
 
+def bayes_row(card: dict) -> list[str]:
+    """The Bayes classifier's row of the figures table (none until it is measured)."""
+    if "bayes_classifier" not in card:
+        return []
+    r, cnn = card["bayes_classifier"], card["quality_unguided"]["classifier_test_accuracy"]
+    return [f"| Bayes classifier from the exact likelihoods, p(y\\|x) ∝ p(x\\|y) (uniform prior), all "
+            f"{r['images']:,} test images: accuracy / ECE ({r['bins']} bins) | **{100 * r['accuracy']:.2f}%** / "
+            f"{r['ece']:.4f} (the project's CNN: {100 * cnn:.2f}%) | `{r['command']}` |"]
+
+
+def bayes_lines(card: dict) -> list[str]:
+    """The Bayes-classifier section (empty until `bayes_classifier` is measured)."""
+    if "bayes_classifier" not in card:
+        return []
+    r = card["bayes_classifier"]
+    cnn = card["quality_unguided"]["classifier_test_accuracy"]
+    worst = min(range(len(r["per_class_accuracy"])), key=lambda c: r["per_class_accuracy"][c])
+    return ["## Classifying by Bayes' rule", "",
+            "The class-conditional likelihoods give a classifier with no training of its own: "
+            "log p(y|x) = log p(x|y) − logsumexp_y' log p(x|y') under a uniform prior (`farmer.classify`), "
+            + ("log p(x|y) from one uniform dequantisation draw per image" if r["k"] == 1 else
+               f"log p(x|y) the K = {r['k']} importance-weighted bound")
+            + f", the same noise for every class. On all {r['images']:,} test images it is right "
+            f"**{100 * r['accuracy']:.2f}%** of the time, against {100 * cnn:.2f}% for the project's CNN trained for the task; its log-loss is "
+            f"{r['log_loss']:.3f} nats. Its mean confidence is {100 * r['mean_confidence']:.1f}%, so the expected "
+            f"calibration error ({r['bins']} equal-width bins) is **{r['ece']:.4f}**: "
+            + ("over-confident" if r["mean_confidence"] > r["accuracy"] else "under-confident")
+            + f". Hardest class: {FMNIST_CLASSES[worst]} ({100 * r['per_class_accuracy'][worst]:.1f}%). "
+            f"Reliability diagram and confusion matrix: [`benchmarks/classify.png`](../../benchmarks/classify.png) "
+            f"(`{r['command']}`).", ""]
+
+
 def purpose_lines(card: dict) -> list[str]:
     return [card.get("purpose_note", "This is the project's one shipped model: the sample model. Its bits/dim "
                                      "are stated above with the estimator and conditioning of each figure.")]
@@ -332,6 +374,7 @@ def render(card: dict) -> str:
                      f"exact sequential inverse {rec.get('exact_mse', float('nan')):.1e}) | "
                      "`farmer distill checkpoints/fmnist` prints it |")
     lines += [
+        *bayes_row(card),
         f"| parameters | {params['total']:,} (flow {params['flow']:,}, AR {params['ar']:,}) | |",
     ]
     if tr:
@@ -362,6 +405,7 @@ def render(card: dict) -> str:
         "",
         *guidance_lines(),
         "",
+        *bayes_lines(card),
         "## Which model for what",
         "",
         *purpose_lines(card),

@@ -196,10 +196,58 @@ def test_channels_rejects_bad_values(wb, kwargs, name):
         wb.channels("model sample", **kwargs)
 
 
+def test_classify_a_test_image_is_farmer_classify(wb, test_data):
+    chart, summary, numbers = wb.classify("test image", "any class", 7, noise_draws=2)
+    x, y = test_data.get_batch([7])
+    ref = farmer.classify(wb.model, x, k=2, seed=0)[0].exp()
+    bars = np.asarray(chart.data[0].y, dtype=np.float64)
+    assert list(chart.data[0].x) == wb.classes and bars == pytest.approx(ref.double().numpy(), abs=1e-6)
+    assert bars.sum() == pytest.approx(1.0, abs=1e-6)
+    best = wb.classes[int(ref.argmax())]
+    assert numbers["predicted"] == best and f"**p(y|x): {best}" in summary
+    assert numbers["own_label"] == wb.classes[int(y[0])] and ("right" in summary or "wrong" in summary)
+    assert "2 draws" in numbers["estimator"] and numbers["noise_draws"] == 2
+
+
+def test_classify_a_sample_and_an_upload(wb, tmp_path):
+    _, summary, numbers = wb.classify("model sample", sample_class="Trouser", sample_seed=2)
+    x = farmer.sample(wb.model, [1], seed=2)
+    assert numbers["probabilities"]["Trouser"] == pytest.approx(float(farmer.classify(wb.model, x)[0, 1].exp()),
+                                                                abs=1e-6)
+    _, summary, numbers = wb.classify("upload", upload=str(tiny_png(tmp_path / "u.png", (50, 30))))
+    assert numbers["own_label"] is None and "Converted" in summary
+    assert sum(numbers["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(gr.Error, match="noise_draws"):
+        wb.classify("model sample", noise_draws=9)
+
+
+def test_interpolate_walks_both_paths_from_a_to_b(wb):
+    lin, sph, bpd_chart, norm_chart, summary, numbers = wb.interpolate(
+        "model sample", a_sample_class="Trouser", a_sample_seed=1,
+        b_source="model sample", b_sample_class="Bag", b_sample_seed=2, steps=5)
+    x_a, x_b = farmer.sample(wb.model, [1], seed=1), farmer.sample(wb.model, [8], seed=2)
+    ref = farmer.interpolate(wb.model, x_a, x_b, steps=5, path="spherical")
+    assert np.array_equal(sph, render.strip(ref["images"][0]))                 # a thin shell: same pixels
+    assert lin.shape == sph.shape and lin.dtype == np.uint8 and not np.array_equal(lin, sph)
+    first = render.strip(ref["images"][0, :1])                                 # t = 0 decodes back to A
+    assert np.array_equal(sph[:, :first.shape[1] - 2], first[:, :first.shape[1] - 2])
+    assert np.array_equal(ref["images"][0, 0], x_a[0]) and np.array_equal(ref["images"][0, -1], x_b[0])
+    assert numbers["bits_per_dim"]["spherical"] == pytest.approx(ref["bpd"][0].tolist(), abs=1e-6)
+    assert [tr.name for tr in bpd_chart.data] == ["linear", "spherical"] and len(bpd_chart.data[0].y) == 5
+    lin_norm, sph_norm = numbers["latent_norm"]["linear"], numbers["latent_norm"]["spherical"]
+    assert sph_norm[2] == pytest.approx((sph_norm[0] + sph_norm[-1]) / 2, rel=1e-4)   # norm linear in t
+    assert lin_norm[2] < sph_norm[2] and "bits/dim" in summary
+    with pytest.raises(gr.Error, match="steps"):
+        wb.interpolate("model sample", b_source="model sample", steps=2)
+    with pytest.raises(gr.Error, match="decoder"):
+        wb.interpolate("model sample", b_source="model sample", decoder="bogus")
+
+
 def test_the_app_builds_with_named_endpoints_and_a_bounded_queue(wb):
     demo = build_app(wb, queue_size=5, concurrency=1)
     served = [fn for fn in demo.fns.values() if fn.fn is not None]           # (the rest is browser-side js)
-    assert sorted(fn.api_name for fn in served) == ["channels", "compare", "likelihood", "likelihood_b", "sample"]
+    assert sorted(fn.api_name for fn in served) == ["channels", "classify", "classify_b", "compare", "interpolate",
+                                                    "likelihood", "likelihood_b", "sample"]
     assert all(fn.queue and fn.concurrency_limit == 1 and fn.concurrency_id == "model" for fn in served)
     assert demo._queue.max_size == 5
 
@@ -221,6 +269,9 @@ def test_another_checkpoint_via_the_checkpoint_argument(tmp_path):
     pixel_sum = numbers["pixel_bits_sum"]
     assert pixel_sum == pytest.approx(numbers["bits_per_dim"] * wb.cfg.data_dim, rel=1e-5)
     assert len(wb.channels("model sample", draws=1)[0]) == 3
+    _, _, numbers = wb.classify("model sample", sample_class=wb.class_choices[1])
+    assert len(numbers["probabilities"]) == wb.cfg.num_classes
+    assert len(wb.interpolate("model sample", b_source="model sample", b_sample_seed=1, steps=3)[5]["t"]) == 3
 
 
 def test_main_reports_a_missing_checkpoint_without_a_traceback(tmp_path):

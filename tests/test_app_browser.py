@@ -1,8 +1,9 @@
 """The app in a real browser: Playwright driving Debian's chromium (headless, never a downloaded one).
 
 Opens the page, samples and sees the image, uploads an image on the Likelihood tab and sees the
-heatmap (hovering shows a value), decodes on the Channels tab; screenshots of each step go to
-runs/app-screenshots/ (kept as CI artifacts).
+heatmap (hovering shows a value), classifies the upload and a test image (p(y|x) bars), decodes on
+the Channels tab, interpolates between two images on the Interpolate tab; screenshots of each step
+go to runs/app-screenshots/ (kept as CI artifacts).
 """
 import shutil
 from pathlib import Path
@@ -74,9 +75,37 @@ def test_upload_on_the_likelihood_tab_shows_the_heatmap(page, tmp_path):
     page.screenshot(path=str(SHOTS / "03-likelihood.png"), full_page=True)
 
 
+def test_classify_panel_shows_p_y_given_x_as_bars(page):
+    """Classify A (the upload of the previous test, or whatever A holds) and B (a test image by default)."""
+    page.get_by_role("tab", name="Likelihood").click()
+    for key in ("a", "b"):
+        page.click(f"#classify-{key}")
+        page.wait_for_function("k => document.querySelectorAll(`#${k}-classify .js-plotly-plot .barlayer "
+                               ".point`).length === 10", arg=key)               # one bar per class
+        page.wait_for_function("k => document.querySelector(`#${k}-classify-summary`).innerText"
+                               ".includes('p(y|x)')", arg=key)
+    summary = page.inner_text("#b-classify-summary")
+    assert "test image #1" in summary and ("right" in summary or "wrong" in summary)
+    page.locator("#b-classify").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "03b-classify.png"), full_page=True)
+
+
 def test_channels_tab_decodes(page):
     page.get_by_role("tab", name="Channels").click()
     page.click("#c-source input[value='model sample']")
     page.click("#channels-button")
     loaded(page, "#channels-gallery img")
     page.screenshot(path=str(SHOTS / "04-channels.png"), full_page=True)
+
+
+def test_interpolate_tab_walks_between_two_images(page):
+    page.get_by_role("tab", name="Interpolate").click()
+    page.click("#ib-source input[value='model sample']")                      # B: a sample, A: test image 0
+    page.click("#interp-button")
+    loaded(page, "#interp-linear img")
+    loaded(page, "#interp-spherical img")
+    page.wait_for_function("() => document.querySelectorAll('#interp-bpd .js-plotly-plot .scatterlayer .trace')"
+                           ".length === 2")                                     # linear and spherical curves
+    summary = page.inner_text("#interp-summary")
+    assert "bits/dim" in summary and "test image #0" in summary and "model sample" in summary
+    page.screenshot(path=str(SHOTS / "05-interpolate.png"), full_page=True)

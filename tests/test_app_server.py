@@ -58,7 +58,20 @@ def test_binds_to_localhost_and_names_every_endpoint(server, client):
     args = parse_args([])
     assert args.host == "127.0.0.1" and args.share is False
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/sample", "/likelihood", "/likelihood_b", "/compare", "/channels"} <= names
+    assert {"/sample", "/likelihood", "/likelihood_b", "/compare", "/channels", "/classify", "/classify_b",
+            "/interpolate"} <= names
+
+
+def test_classify_and_interpolate_endpoints(client):
+    pick = {k: v for k, v in PICK.items() if k != "condition"} | dict(source="model sample", sample_class="Bag")
+    chart, summary, numbers = client.predict(**pick, noise_draws=1, api_name="/classify")
+    assert sum(numbers["probabilities"].values()) == pytest.approx(1.0, abs=1e-6) and "p(y|x)" in summary
+    ends = {f"a_{k}": v for k, v in pick.items()} | {f"b_{k}": v for k, v in pick.items()} | dict(b_sample_seed=1)
+    lin, sph, bpd, norm, summary, numbers = client.predict(**ends, steps=3, decoder="sequential",
+                                                           api_name="/interpolate")
+    strip = fetch(sph)
+    assert len(numbers["t"]) == 3 and strip.shape[1] > 2 * strip.shape[0]    # three images in a row
+    assert len(numbers["bits_per_dim"]["linear"]) == 3 and "bits/dim" in summary
 
 
 def test_sample(client):

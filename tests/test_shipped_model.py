@@ -55,6 +55,22 @@ def test_bits_per_dim_on_first_1000_test_images_matches_the_card(shipped, card, 
     assert card["bpd_test_k1"]["images"] == 10_000 and card["bpd_test_k8"]["k"] == 8
 
 
+def test_bayes_classifier_on_first_1000_test_images_agrees_with_the_card(shipped, card, test_split, one_thread):
+    """farmer.classify with the card's protocol on the first 1,000 (the card: all 10,000, same noise seeds for
+    these batches): accuracy within 3.5 points (about 3.4 binomial standard errors), and the card's ECE is
+    the one its own reliability bins give."""
+    from farmer.classify import evaluate_classifier
+    stated = card["bayes_classifier"]
+    res = evaluate_classifier(shipped, test_split.images[:1000], test_split.labels[:1000], k=stated["k"],
+                              seed=stated["seed"], batch_size=stated["batch_size"], bins=stated["bins"])
+    assert res["accuracy"] == pytest.approx(stated["accuracy"], abs=0.035)
+    assert stated["images"] == 10_000 and sum(stated["count"]) == 10_000
+    gaps = [n * abs(a - c) for n, a, c in zip(stated["count"], stated["accuracy_per_bin"], stated["confidence"]) if n]
+    assert sum(gaps) / 10_000 == pytest.approx(stated["ece"], abs=1e-9)
+    readme = (SHIPPED / "README.md").read_text()
+    assert f"**{100 * stated['accuracy']:.2f}%** / {stated['ece']:.4f}" in readme
+
+
 def test_distilled_decoder_reconstructs_test_latents_within_the_card(shipped, card, test_split):
     stated = card["distilled_reconstruction"]
     res = reconstruction_error(shipped, test_split.images[:1000], seed=0, exact=False)
