@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save as st_save
 from .config import FarmerConfig
 from .model import Farmer
 from .preflight import check_training_state, check_weights, read_header
+from .student import make_student
 
 FORMAT, VERSION = "farmer-checkpoint", 1
 CONFIG_FILE, WEIGHTS_FILE, STUDENT_FILE = "config.json", "model.safetensors", "student.safetensors"
@@ -214,11 +215,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", weights: s
                              f"weights in {TRAIN_TENSORS}; use weights=None")
         check_weights(cfg, header, path / CONFIG_FILE, prefix=prefix)
     if (path / STUDENT_FILE).exists():
-        try:
-            from .distill import make_student
-        except ImportError as e:
-            raise RuntimeError(f"{path / STUDENT_FILE} holds a distilled student but farmer.distill.make_student "
-                               f"cannot be imported ({e})") from e
         check_weights(cfg, read_header(path / STUDENT_FILE), path / CONFIG_FILE, student=True)
 
     model = Farmer(cfg)

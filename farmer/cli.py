@@ -62,6 +62,17 @@ def _add_sampling_extras(p: argparse.ArgumentParser) -> None:
                    help="resampling CFG weights: paper (Algorithm 1) or balance (the balance heuristic)")
     p.add_argument("--denoise", type=float, default=0.0, metavar="SIGMA",
                    help="one Tweedie score step at this noise level after decoding ([-1, 1] units; 0 = off)")
+    p.add_argument("--jacobi-tol", type=float, default=1e-4,
+                   help="--decoder jacobi|hybrid: stop when no value changes by more (default 1e-4)")
+    p.add_argument("--jacobi-max-iter", type=_opt_int, default=None, metavar="N|none",
+                   help="--decoder jacobi|hybrid: iterations per chunk at most (default: the chunk length, exact)")
+    p.add_argument("--jacobi-chunk", type=_opt_int, default=None, metavar="N|none",
+                   help="--decoder jacobi|hybrid: Gauss-Seidel-Jacobi chunk in tokens (default: none, plain Jacobi)")
+
+
+def _jacobi_args(args: argparse.Namespace) -> dict:
+    return {"jacobi_tol": args.jacobi_tol, "jacobi_max_iter": args.jacobi_max_iter,
+            "jacobi_chunk": args.jacobi_chunk}
 
 
 def _cmd_quality(args: argparse.Namespace) -> int:
@@ -80,10 +91,13 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch_size,
                        seed=args.seed, guidance=args.guidance, cfg_scale=args.cfg, decoder=args.decoder,
                        t_sigma=args.t_sigma, t_pi_verify=args.t_pi_verify, t_sigma_verify=args.t_sigma_verify,
-                       t_select=args.t_select, resample_weights=args.resample_weights, denoise=args.denoise)
+                       t_select=args.t_select, resample_weights=args.resample_weights, denoise=args.denoise,
+                       **_jacobi_args(args))
     res = {"checkpoint": str(path), "guidance": args.guidance, "cfg_scale": args.cfg, "decoder": args.decoder,
            "t_sigma": args.t_sigma, "t_pi_verify": args.t_pi_verify, "t_sigma_verify": args.t_sigma_verify,
-           "t_select": args.t_select, "resample_weights": args.resample_weights, "denoise": args.denoise, "seed": args.seed, "classifier": str(clf_dir),
+           "t_select": args.t_select, "resample_weights": args.resample_weights, "denoise": args.denoise,
+           **(_jacobi_args(args) if args.decoder in ("jacobi", "hybrid") else {}), "seed": args.seed,
+           "classifier": str(clf_dir),
            "classifier_test_accuracy": clf_cfg.get("test_accuracy"), "reference": "test set (10,000)", **q}
     tag = args.guidance if args.guidance == "none" else f"{args.guidance}_w{args.cfg:g}"
     out = Path(args.out) if args.out else path / f"quality_{tag}.json"
@@ -161,7 +175,8 @@ def _add_sample(sub) -> None:
                    help="classifier-free guidance: none, naive (GIVT/JetFormer) or resample (FARMER Alg. 1)")
     p.add_argument("--cfg", type=float, default=2.0, help="guidance weight w >= 0 (paper 1.5-3.5; default 2)")
     p.add_argument("--decoder", choices=DECODERS, default="sequential",
-                   help="AF inverse: sequential (KV cache), sequential_nocache (reference) or distilled")
+                   help="AF inverse: sequential (KV cache), sequential_nocache (reference), jacobi (parallel "
+                        "fixed-point iteration), distilled (one-step student) or hybrid (Jacobi from the student)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device: same images)")
     p.add_argument("--t-pi", type=float, default=1.0, help="T_pi: multiplies the mixture logits")
     p.add_argument("--t-sigma", type=float, default=1.0, help="T_sigma: multiplies the mixture scales")
@@ -205,7 +220,7 @@ def _cmd_sample(args) -> int:
                  candidates_cond=args.candidates_cond, candidates_uncond=args.candidates_uncond,
                  t_pi_verify=args.t_pi_verify, t_sigma_verify=args.t_sigma_verify, t_select=args.t_select,
                  redundant_pool=pool, max_tries=args.max_tries, resample_weights=args.resample_weights,
-                 denoise=args.denoise, return_intermediates=True)
+                 denoise=args.denoise, **_jacobi_args(args), return_intermediates=True)
     images = res.images.cpu()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,19 @@ class KVCache:
         first = self.layers[0]
         return 0 if not first else first["k"].shape[2]
 
+    def truncate(self, length: int) -> "KVCache":
+        """Keep the first `length` positions of every layer (in place); returns self."""
+        for layer in self.layers:
+            if layer:
+                layer["k"], layer["v"] = layer["k"][:, :, :length], layer["v"][:, :, :length]
+        return self
+
+    def fork(self) -> "KVCache":
+        """A copy that can be extended without changing this cache (the tensors are shared, not copied)."""
+        other = KVCache(len(self.layers))
+        other.layers = [dict(layer) for layer in self.layers]
+        return other
+
 
 # ----------------------------------------------------------------------------- attention
 class Attention(nn.Module):

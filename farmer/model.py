@@ -22,13 +22,12 @@ import torch.nn as nn
 from .ar import ARPrior
 from .config import FarmerConfig
 from .data import dequantize_uniform
+from .decoders import DECODERS, Jacobi, invert  # noqa: F401  (DECODERS re-exported)
 from .flow import AutoregressiveFlow
 from .gmm import HALF_LOG_2PI, DiagonalGMM
 from .layers import patchify, unpatchify
 from .mixing import make_mixing
 from .units import bits_per_dim, discrete_nll
-
-DECODERS = ("sequential", "sequential_nocache", "distilled")
 
 
 class Farmer(nn.Module):
@@ -240,25 +239,24 @@ class Farmer(nn.Module):
         return z, ld + ld_in + ld_out
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, decoder: str = "sequential") -> torch.Tensor:
+    def decode(self, z: torch.Tensor, decoder: str = "sequential", *, jacobi_tol: float = 1e-4,
+               jacobi_max_iter: int | None = None, jacobi_chunk: int | None = None,
+               stats: dict | None = None) -> torch.Tensor:
         """Latents z (B, N, d) -> float images (B, C, H, W) by inverting the AF.
 
-        decoder: "sequential" (KV cache), "sequential_nocache" (reference, O(N²)
-        per block) or "distilled" (the one-step student, if the model has one).
+        decoder (farmer.decoders): "sequential" (KV cache), "sequential_nocache"
+        (reference, O(N²) per block), "jacobi" (parallel fixed-point iteration;
+        jacobi_chunk tokens per Gauss–Seidel chunk, None = plain Jacobi),
+        "distilled" (the one-step student, if the model has one) or "hybrid"
+        (Jacobi started from the student's output). `stats`, if given, gets the
+        Jacobi iteration counts.
         """
         c = self.cfg
         if not isinstance(z, torch.Tensor) or z.dim() != 3 or tuple(z.shape[1:]) != (c.tokens, c.token_dim):
             raise ValueError(f"z must have shape (B, {c.tokens}, {c.token_dim}), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-        if decoder == "distilled":
-            if self.student is None:
-                raise ValueError("decoder='distilled' needs a distilled student: run `farmer distill` "
-                                 "or load a checkpoint that contains one")
-            tokens = self.student(self.unmix_latent(z))
-        else:
-            tokens = self.flow.reverse(self.unmix_latent(z), use_cache=(decoder == "sequential"))
+        jacobi = Jacobi(jacobi_tol, jacobi_max_iter, jacobi_chunk)
+        tokens, _ = invert(self, self.unmix_latent(z), decoder, jacobi, stats)
         return self.tokens_to_image(tokens)
 
     def num_parameters(self) -> dict[str, int]:

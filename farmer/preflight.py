@@ -108,7 +108,7 @@ def config_shapes(cfg: "FarmerConfig", student: bool = False) -> dict[str, Shape
     """{name: shape} of the state dict a config builds (flow + AR, or the distilled student's), allocating nothing."""
     from .model import Farmer
     if student:
-        from .distill import make_student
+        from .student import make_student
         module = meta_build(lambda: make_student(Farmer(cfg)))
     else:
         module = meta_build(lambda: Farmer(cfg))

@@ -31,7 +31,8 @@ from .gmm import DiagonalGMM
 from .denoise import tweedie_denoise
 from .guidance import GUIDANCE, RESAMPLE_WEIGHTS, check_guidance_args, naive_cfg, resample_cfg
 from .layers import unpatchify
-from .model import DECODERS, Farmer
+from .decoders import Jacobi, check_decoder, inverse_steps, invert
+from .model import DECODERS, Farmer  # noqa: F401  (DECODERS re-exported)
 
 
 @dataclass
@@ -239,38 +240,11 @@ def _draw_latents(model: Farmer, plan: _Plan) -> tuple[torch.Tensor, torch.Tenso
 
 
 # ----------------------------------------------------------------------------- the AF half
-def _check_decoder(model: Farmer, decoder: str) -> None:
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-    if decoder == "distilled" and getattr(model, "student", None) is None:
-        raise ValueError("decoder='distilled' needs a distilled student: run `farmer distill` "
-                         "or load a checkpoint that contains one")
-
-
-def invert_flow(model: Farmer, z: torch.Tensor, decoder: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def invert_flow(model: Farmer, z: torch.Tensor, decoder: str, jacobi: Jacobi = Jacobi(),
+                stats: dict | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """z (B, N, d) raster order -> the AF's input tokens (B, N, d) and the sequence after each
-    inverted block (`model.tokens_to_image` turns either into images)."""
-    z = model.unmix_latent(z)                                                  # the AF's output
-    if decoder == "distilled":
-        return model.student(z, return_intermediates=True)
-    return model.flow.reverse(z, use_cache=(decoder == "sequential"), return_intermediates=True)
-
-
-def _inverse_steps(model: Farmer, z: torch.Tensor, decoder: str):
-    """`invert_flow` one block at a time, last block first: yields the sequence (B, N, d)
-    after each inverted block, [Z_{n-1}, …, Z_0 = x] — the same loop as `flow.reverse`
-    and the student's forward, opened up so a caller can show each step."""
-    student = getattr(model, "student", None)
-    z = model.unmix_latent(z)                                                  # the AF's output
-    if decoder == "distilled" and not hasattr(student, "invert_block"):
-        yield from invert_flow(model, z, decoder)[1]                           # an opaque student: all at once
-        return
-    for t in reversed(range(len(model.flow.blocks))):
-        if decoder == "distilled":
-            z = student.invert_block(student.blocks[t], z)
-        else:
-            z = model.flow.blocks[t].reverse(z, use_cache=(decoder == "sequential"))
-        yield z
+    inverted block (`model.tokens_to_image` turns either into images); farmer.decoders."""
+    return invert(model, model.unmix_latent(z), decoder, jacobi, stats)
 
 
 def _check_denoise(denoise: float) -> None:
@@ -296,6 +270,7 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
            t_pi_verify: float = 0.1, t_sigma_verify: float = 1.0, t_select: float = 1.1,
            redundant_pool: int | tuple[int, int] | None = None, max_tries: int = 1000,
            resample_weights: str = "paper", denoise: float = 0.0,
+           jacobi_tol: float = 1e-4, jacobi_max_iter: int | None = None, jacobi_chunk: int | None = None,
            return_intermediates: bool = False) -> torch.Tensor | SampleResult:
     """Draw images from a FARMER model.
 
@@ -309,7 +284,13 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
         unguided draw, and no unconditional pass is run.
     cfg_scale: the guidance weight w >= 0 of p′ ∝ p_c^{w+1}/p_u^w (unused by "none").
     decoder: "sequential" (KV-cached AF inverse), "sequential_nocache"
-        (the O(N²) reference) or "distilled" (the one-step student, `farmer distill`).
+        (the O(N²) reference), "jacobi" (parallel fixed-point iteration), "distilled"
+        (the one-step student, `farmer distill`) or "hybrid" (Jacobi from the
+        student's output); farmer.decoders.
+    jacobi_tol, jacobi_max_iter, jacobi_chunk: the "jacobi" / "hybrid" settings
+        (farmer.jacobi): stop when no value changes by more than jacobi_tol, or
+        after jacobi_max_iter iterations per chunk; jacobi_chunk tokens per
+        Gauss–Seidel chunk (None = plain Jacobi). The counts go into stats.
     seed: fixes every random draw (on a given device).
     t_pi, t_sigma: proposal temperatures T_π (× mixture logits), T_σ (× scales),
         used by every guidance mode.
@@ -332,7 +313,8 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
     Paper settings (Table 6): T_π = 1, T_σ = 0.9–1, s_c = s_u = 5, T_π,v = 0.1–0.2,
     T_σ,v = 0.9–1, T_s = 1.1, w = 1.5–3.5.
     """
-    _check_decoder(model, decoder)
+    check_decoder(model, decoder)
+    jacobi = Jacobi(jacobi_tol, jacobi_max_iter, jacobi_chunk)
     plan = _plan(model, labels, guidance=guidance, cfg_scale=cfg_scale, seed=seed,
                  num_samples=num_samples, t_pi=t_pi, t_sigma=t_sigma, candidates_cond=candidates_cond,
                  candidates_uncond=candidates_uncond, t_pi_verify=t_pi_verify,
@@ -345,7 +327,7 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
     try:
         z_inf, z_red = _draw_latents(model, plan)                             # AR order
         z = model.ar_order(torch.cat([z_inf, z_red], dim=-1))                 # (B, N, d) raster order
-        x_tokens, steps = invert_flow(model, z, decoder)                       # (B, N, d), n × (B, N, d)
+        x_tokens, steps = invert_flow(model, z, decoder, jacobi, plan.stats)   # (B, N, d), n × (B, N, d)
         x = _denoised(model, model.tokens_to_image(x_tokens), plan, denoise)  # (B, C, H, W) float
     finally:
         model.train(was_training)
@@ -389,6 +371,7 @@ class SampleStep:
 
 @torch.inference_mode()                      # as a generator decorator: on only while it runs
 def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential", denoise: float = 0.0,
+                 jacobi_tol: float = 1e-4, jacobi_max_iter: int | None = None, jacobi_chunk: int | None = None,
                  **kwargs) -> Iterator[SampleStep]:
     """`sample(..., return_intermediates=True)` as a stream of progress events, for
     progress bars and progressive displays (the app): N "token" steps, one
@@ -397,7 +380,8 @@ def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential", den
     arguments of `sample` except return_intermediates. Arguments are checked on the
     first `next()`, with the same ValueErrors as `sample`.
     """
-    _check_decoder(model, decoder)
+    check_decoder(model, decoder)
+    jacobi = Jacobi(jacobi_tol, jacobi_max_iter, jacobi_chunk)
     plan = _plan(model, labels, **kwargs)
     _check_denoise(denoise)
     cfg = model.cfg
@@ -426,7 +410,8 @@ def sample_steps(model: Farmer, labels=None, *, decoder: str = "sequential", den
         yield SampleStep("redundant", 0, 1, z=z, drawn=torch.ones(N, dtype=torch.bool, device=z.device),
                          image=to_image(z))
         steps = []
-        for k, step in enumerate(_inverse_steps(model, z, decoder)):           # (B, N, d) each
+        for k, step in enumerate(inverse_steps(model, model.unmix_latent(z), decoder, jacobi,
+                                               plan.stats)):                   # (B, N, d) each
             steps.append(step)
             yield SampleStep("block", k, cfg.flow_blocks, image=model.tokens_to_image(step))
         x = _denoised(model, model.tokens_to_image(steps[-1]), plan, denoise)  # (B, C, H, W) float

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
-import types
 
 import pytest
 import torch
@@ -134,75 +132,6 @@ def test_raw_and_ema_weights_from_the_training_state(tmp_path):
         farmer.load(path, weights="best")
 
 
-class _FakeStudent(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(model.cfg.token_dim))
-
-
-def test_student_is_saved_and_restored_through_make_student(tmp_path, monkeypatch):
-    fake = types.ModuleType("farmer.distill")
-    fake.make_student = _FakeStudent
-    monkeypatch.setitem(sys.modules, "farmer.distill", fake)
-    model = perturbed_model("tiny")
-    model.student = _FakeStudent(model)
-    with torch.no_grad():
-        model.student.scale.mul_(3.0)
-    path = farmer.save(model, tmp_path / "s")
-    assert (path / "student.safetensors").exists()
-    loaded = farmer.load(path)
-    assert isinstance(loaded.student, _FakeStudent) and torch.equal(loaded.student.scale, model.student.scale)
-    ck.save_student(path, _FakeStudent(model))                            # overwrite atomically
-    assert torch.equal(farmer.load(path).student.scale, torch.ones(model.cfg.token_dim))
-    with pytest.raises(FileNotFoundError):
-        ck.save_student(tmp_path / "missing", _FakeStudent(model))
-
-
-def test_student_without_distill_module_is_a_clear_error(tmp_path, monkeypatch):
-    model = perturbed_model("tiny")
-    path = farmer.save(model, tmp_path / "s")
-    ck.save_student(path, _FakeStudent(model))
-    monkeypatch.setitem(sys.modules, "farmer.distill", None)              # makes the import fail
-    with pytest.raises(RuntimeError, match="student.safetensors holds a distilled student"):
-        farmer.load(path)
-
-
-def test_optimizer_and_rng_state_roundtrip(tmp_path):
-    model = perturbed_model("tiny")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
-    model.loss(torch.rand(4, 1, 8, 8) * 2 - 1, torch.arange(4))[0].backward()
-    opt.step()
-    t, js = ck.optimizer_to_flat(opt)
-    rt, rjs = ck.rng_state()
-    (tmp_path / "c").mkdir()
-    ck.save_training_state(tmp_path / "c", {**t, **rt}, {"optimizer": js, "rng": rjs, "step": 1})
-    expect = torch.rand(5)
-    tensors, state = ck.load_training_state(tmp_path / "c")
-    ck.set_rng_state(tensors, state["rng"])
-    assert torch.equal(torch.rand(5), expect)
-    opt2 = torch.optim.AdamW(model.parameters(), lr=5.0)
-    opt2.load_state_dict(ck.optimizer_from_flat(tensors, state["optimizer"]))
-    s1, s2 = opt.state_dict(), opt2.state_dict()
-    assert s2["param_groups"][0]["lr"] == 1e-3 and tuple(s2["param_groups"][0]["betas"]) == (0.9, 0.95)
-    for pid in s1["state"]:
-        for key, v in s1["state"][pid].items():
-            assert torch.equal(v, s2["state"][pid][key])
-
-
-def test_run_folder_resolves_to_its_newest_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    for step in (10, 20, 30):
-        ck.commit_checkpoint(run, f"step_{step:08d}",
-                             lambda d, s=step: farmer.save(perturbed_model("tiny", seed=s), d, step=s), keep=2)
-    names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["latest", "step_00000020", "step_00000030"]            # keep=2 pruned step 10
-    assert json.loads((ck.resolve(run) / "config.json").read_text())["step"] == 30
-    assert _same_params(farmer.load(run), perturbed_model("tiny", seed=30))
-    (run / "checkpoints" / "latest").write_text("step_00000099\n")
-    with pytest.raises(ValueError, match="not a complete checkpoint"):
-        farmer.load(run)
-
-
 def test_save_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="farmer.Farmer"):
         farmer.save(nn.Linear(2, 2), tmp_path / "x")
@@ -217,7 +146,23 @@ def test_a_real_distilled_student_roundtrips(tmp_path):
     with torch.no_grad():
         for p in model.student.parameters():
             p.add_(0.01 * torch.randn_like(p))                 # differ from the copy make_student starts from
-    loaded = farmer.load(farmer.save(model, tmp_path / "d"))
+    path = farmer.save(model, tmp_path / "d")
+    loaded = farmer.load(path)
     assert _same_params(model.student, loaded.student)
     z = torch.randn(2, model.cfg.tokens, model.cfg.token_dim)
     assert torch.equal(model.decode(z, decoder="distilled"), loaded.decode(z, decoder="distilled"))
+    ck.save_student(path, make_student(model))                              # overwrite atomically
+    assert _same_params(farmer.load(path).student, make_student(model))
+    with pytest.raises(FileNotFoundError):
+        ck.save_student(tmp_path / "missing", make_student(model))
+
+
+def test_checkpoint_and_distill_do_not_import_each_other():
+    import ast
+    import inspect
+    import farmer.checkpoint
+    import farmer.student
+    for module in (farmer.checkpoint, farmer.student):
+        tree = ast.parse(inspect.getsource(module))
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "distill" not in names, f"{module.__name__} imports farmer.distill"

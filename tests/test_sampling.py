@@ -121,7 +121,7 @@ def test_distilled_decoder_uses_the_student():
 
 @pytest.mark.parametrize("kwargs, name", [
     (dict(guidance="cfg++"), "guidance"),
-    (dict(decoder="jacobi"), "decoder"),
+    (dict(decoder="bogus"), "decoder"),
     (dict(guidance="resample", cfg_scale=-1.0), "cfg_scale"),
     (dict(guidance="resample", candidates_cond=0, candidates_uncond=0), "candidates"),
     (dict(guidance="resample", candidates_cond=-2), "candidates_cond"),
