@@ -42,7 +42,7 @@ ANY_CLASS = "any class"
 OWN_LABEL = "the image's own label"
 SOURCES = ("test image", "model sample", "upload")
 GUIDANCE = ("none", "naive", "resample")
-DECODERS = ("sequential", "distilled")
+DECODERS = ("sequential", "jacobi", "distilled", "hybrid")   # farmer.decoders; the last two need a student
 Z_I_MODES = ("keep", "perturb")
 NOISE_SEED = 0            # dequantisation noise of every bits/dim shown: one fixed draw, stated next to it
 SHOWN = 8                 # samples shown in each frame of the progressive view
@@ -130,7 +130,7 @@ class Workbench:
         except (FileNotFoundError, ValueError) as e:
             self.test_error = f"No test images: {e}"
         self.has_student = self.model.student is not None
-        self.decoders = DECODERS if self.has_student else DECODERS[:1]
+        self.decoders = DECODERS if self.has_student else DECODERS[:2]
 
     # ------------------------------------------------------------------ choices
     @property

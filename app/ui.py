@@ -142,7 +142,9 @@ def build_app(wb: Workbench, queue_size: int = 16, concurrency: int = 2) -> gr.B
                                                   label=f"batch size (≤ {wb.max_batch})"),
                                         "batch_size", 1, wb.max_batch, True)
                     decoder = gr.Radio(list(wb.decoders), value="sequential", label="decoder (AF inverse)",
-                                       info="sequential: KV-cached, exact; distilled: one pass per block")
+                                       info="sequential: KV-cached, exact; jacobi: parallel fixed-point "
+                                            "iteration (same images to 1e-4; iterations in the stats); "
+                                            "distilled: one pass per block; hybrid: Jacobi from the student")
                     go = gr.Button("Sample", variant="primary", elem_id="sample-button")
                 with gr.Column(scale=2):
                     grid = gr.Image(label="samples", type="numpy", format="png", interactive=False,

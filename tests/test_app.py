@@ -47,7 +47,7 @@ def test_default_checkpoint_is_the_shipped_model_whatever_the_cwd(wb, monkeypatc
 
 @pytest.mark.parametrize("cls, guidance, decoder", [("Trouser", "resample", "sequential"),
                                                     ("unconditional", "none", "distilled"),
-                                                    ("Bag", "naive", "sequential")])
+                                                    ("Bag", "naive", "jacobi"), ("Coat", "none", "hybrid")])
 def test_sample_streams_the_progressive_view_then_the_grid(wb, cls, guidance, decoder):
     if decoder not in wb.decoders:
         pytest.skip("this checkpoint has no distilled student")
@@ -63,6 +63,8 @@ def test_sample_streams_the_progressive_view_then_the_grid(wb, cls, guidance, de
     assert "tokens drawn" in frames[0][1] and f"block 1 of {n}" in frames[-1][1]
     assert stats["batch_size"] == 2 and stats["decoder"] == decoder and stats["class"] == cls
     assert stats["guidance"] == ("none" if cls == "unconditional" else guidance)
+    if decoder in ("jacobi", "hybrid"):                                        # iterations per block, shown
+        assert len(stats["jacobi_iterations"]) == n and 1 <= stats["jacobi_mean_iterations"] <= wb.cfg.tokens - 1
 
 
 def test_sample_grid_is_the_library_sample(wb):
@@ -82,7 +84,7 @@ def test_sample_grid_is_the_library_sample(wb):
     ("cfg_scale", dict(cfg_scale=11.0)), ("cfg_scale", dict(cfg_scale=float("nan"))),
     ("t_sigma", dict(t_sigma=0.0)), ("t_pi", dict(t_pi=-1.0)), ("candidates_cond", dict(candidates_cond=2.5)),
     ("seed", dict(seed=-1)), ("batch_size", dict(batch_size=10_000)), ("batch_size", dict(batch_size=None)),
-    ("guidance", dict(guidance="cfg++")), ("decoder", dict(decoder="jacobi")), ("class", dict(class_name="Hat")),
+    ("guidance", dict(guidance="cfg++")), ("decoder", dict(decoder="bogus")), ("class", dict(class_name="Hat")),
     ("candidate", dict(candidates_cond=0, candidates_uncond=0)),
 ])
 def test_sample_rejects_bad_values_with_a_named_message(wb, name, kwargs):
@@ -257,7 +259,7 @@ def test_another_checkpoint_via_the_checkpoint_argument(tmp_path):
     model = perturbed_model("tiny")
     farmer.save(model, tmp_path / "tiny")
     wb = Workbench(tmp_path / "tiny", max_batch=2)
-    assert wb.cfg == model.cfg and wb.decoders == ("sequential",)            # no student in this one
+    assert wb.cfg == model.cfg and wb.decoders == ("sequential", "jacobi")  # no student in this one
     assert wb.test is None and "No test images" in wb.test_error               # 8×8 model, 28×28 data
     *_, (grid, seconds, frames, stats) = wb.sample(wb.class_choices[-1], "resample", batch_size=2)
     assert grid.dtype == np.uint8 and seconds > 0 and stats["checkpoint"] == str(tmp_path / "tiny")
