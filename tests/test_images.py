@@ -122,14 +122,12 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 
 def test_an_image_claiming_too_many_pixels_is_refused_from_its_header():
-    import resource
     import time
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     with pytest.raises(ValueError, match="too large to decode safely"):                # Pillow refuses it
         load_image(_png_claiming(100_000, 50_000))                      # 20 GB as RGBA if decoded
+    # under Pillow's own limit; refused on the header (decoding would fail differently: its data is 4 rows)
     with pytest.raises(ValueError, match="6400 × 6400 = 40,960,000 pixels, more than the 40,000,000 accepted"):
-        load_image(_png_claiming(6400, 6400))                           # under Pillow's own limit
+        load_image(_png_claiming(6400, 6400))
     assert time.perf_counter() - t < 1.0
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024   # KB: nothing decoded
 

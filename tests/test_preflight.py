@@ -40,8 +40,11 @@ try:
     error = None
 except ValueError as e:
     error = str(e)
+# VmHWM is this process's own peak RSS; ru_maxrss would include the parent's (Linux keeps it across exec)
+status = open("/proc/self/status").read()
+hwm = [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
 print(json.dumps({"error": error, "wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - cpu,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": (hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024}))
 """
 
 
