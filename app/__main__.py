@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .handlers import Workbench
-    from .ui import build_app
+    from .ui import CSS, build_app
     try:
         wb = Workbench(args.checkpoint, device=args.device, max_batch=args.max_batch, data_dir=args.data_dir)
     except (FileNotFoundError, ValueError) as e:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"FARMER workbench: {wb.checkpoint} · {wb.test_error or f'{len(wb.test)} test images'}", flush=True)
     demo = build_app(wb, queue_size=args.queue_size, concurrency=args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, inbrowser=args.open,
-                max_file_size=args.max_file_size, ssr_mode=False)
+                max_file_size=args.max_file_size, ssr_mode=False, css=CSS)
 
 
 if __name__ == "__main__":

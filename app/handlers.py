@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 
 import farmer
-from farmer.channels import redraw_redundant
+from farmer.channels import channel_experiment, perturb_informative, redraw_redundant
 from farmer.mixing import channel_labels, map_note
 from farmer.checkpoint import read_config, resolve
 from farmer.data import FMNIST_CLASSES, dequantize_uniform, load_dataset, make_generator, quantize
@@ -44,8 +45,19 @@ SOURCES = ("test image", "model sample", "upload")
 GUIDANCE = ("none", "naive", "resample")
 DECODERS = ("sequential", "jacobi", "distilled", "hybrid")   # farmer.decoders; the last two need a student
 Z_I_MODES = ("keep", "perturb")
+Z_R_MODES = ("keep", "redraw")
 NOISE_SEED = 0            # dequantisation noise of every bits/dim shown: one fixed draw, stated next to it
-SHOWN = 8                 # samples shown in each frame of the progressive view
+REFERENCE_IMAGES = 32     # test images of the Channels tab's model-level Fig. 7 statement (computed once)
+OOD_NOTE = ("a low bits/dim does not mean the image is like the training data: likelihood is not an "
+            "out-of-distribution test (notebooks/06_likelihood_maps.ipynb)")
+NEGATIVE_BITS = ("Negative bits are not an error: the model is a *density* over continuous pixel values, and "
+                 "a density can exceed 1 (a narrow peak), so −log₂ p < 0 where the model is sure. The per-pixel "
+                 "and per-token maps split the image's total across pixels, so a well-predicted pixel or token "
+                 "can cost less than 0 bits; only the total, with +log₂ 128 = 7 per dimension for the [−1, 1] "
+                 "rescale, is a code length for the 256-level image.")
+# the controls each guidance setting leaves unused (the UI greys them out; `ignored_settings` says why)
+RESAMPLE_ONLY = ("candidates_cond", "candidates_uncond", "t_pi_verify", "t_sigma_verify", "t_select")
+GUIDED_ONLY = ("cfg_scale",) + RESAMPLE_ONLY
 
 # name -> (low, high, integer?): the server-side check and the slider's range in one place
 RANGES: dict[str, tuple[float, float, bool]] = {
@@ -76,7 +88,28 @@ def check(name: str, value: Any, low: float | None = None, high: float | None = 
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if ok and math.isfinite(value) and low <= value <= high and (not integer or float(value).is_integer()):
         return int(value) if integer else float(value)
-    raise gr.Error(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}", title="Out of range")
+    bound = (lambda b: str(int(b))) if integer else (lambda b: f"{b:g}")       # 2147483647, not 2.14748e+09
+    raise gr.Error(f"{name} must be {kind} from {bound(low)} to {bound(high)}, got {value!r}",
+                   title="Out of range")
+
+
+def ignored_settings(class_name: str, guidance: str, cfg_scale: float) -> tuple[str, tuple[str, ...]]:
+    """What a Sample request with these settings does not use: (a note to show next to the
+    guidance control, "" when everything is used; the names of the unused parameters).
+    The library runs guidance only with a class and w > 0 (`farmer.sampling`: p_c = p_u without
+    a class, p′ = p_c at w = 0), and the naive rule has no candidates or selection temperatures."""
+    if guidance == "none":
+        return ("guidance none: w, s_c, s_u, T_π,v, T_σ,v and T_s are not used (greyed out)", GUIDED_ONLY)
+    if class_name == UNCONDITIONAL:
+        return (f"⚠ **ignored: guidance {guidance}, w = {cfg_scale:g}.** Unconditional sampling has no class to "
+                f"guide towards (p_c = p_u), so this runs as guidance none; pick a class to use guidance",
+                GUIDED_ONLY)
+    if cfg_scale == 0:
+        return ("⚠ w = 0: guidance is off (p′ = p_c), so this runs as plain conditional sampling", RESAMPLE_ONLY)
+    if guidance == "naive":
+        return ("naive rule: s_c, s_u, T_π,v, T_σ,v and T_s belong to resampling and are not used (greyed out)",
+                RESAMPLE_ONLY)
+    return "", ()
 
 
 def choose(name: str, value: Any, choices) -> Any:
@@ -109,6 +142,16 @@ def user_errors(fn):
     return plain
 
 
+def card_title(checkpoint: Path) -> str:
+    """The model card's title (the first "# " line of CHECKPOINT/README.md), e.g. which model this is; or ""."""
+    card = Path(checkpoint) / "README.md"
+    try:
+        first = next((ln for ln in card.read_text().splitlines() if ln.startswith("# ")), "")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return first[2:].strip()
+
+
 class Workbench:
     """The model (loaded once) and the handlers. `checkpoint` defaults to the shipped model."""
 
@@ -125,11 +168,14 @@ class Workbench:
         self.classes = list(FMNIST_CLASSES) if fmnist else [f"class {k}" for k in range(self.cfg.num_classes)]
         self.data_name = data
         self.test, self.test_error, self._test_labels = None, "", None
+        self._reference: dict | None = None                                    # structure_reference, once
+        self.frames_dir = Path(tempfile.mkdtemp(prefix="farmer-frames-"))       # progressive-view PNGs
         try:                                             # no download from a server: use what is on disk
             self.test = load_dataset(data, "test", self.cfg, path=data_dir, download=False)
         except (FileNotFoundError, ValueError) as e:
             self.test_error = f"No test images: {e}"
         self.has_student = self.model.student is not None
+        self.card_title = card_title(self.checkpoint)
         self.decoders = DECODERS if self.has_student else DECODERS[:2]
 
     # ------------------------------------------------------------------ choices
@@ -157,7 +203,8 @@ class Workbench:
                seed: int = 0, batch_size: int = 8, decoder: str = "sequential",
                progress=gr.Progress()):
         """Draw a batch, streaming the progressive view. Yields (grid, seconds, frames, stats);
-        the grid and seconds are filled in by the last yield."""
+        the grid and seconds are filled in by the last yield. frames: [(PNG path, caption)], each
+        frame a grid of the whole batch (`render.png_file`: written once, so never seen half-written)."""
         label = self.label_of(class_name)
         choose("guidance", guidance, GUIDANCE)
         choose("decoder", decoder, self.decoders)
@@ -171,8 +218,11 @@ class Workbench:
             raise gr.Error("resampling needs at least one candidate: raise s_c or s_u", title="Out of range")
         labels = None if label is None else [label] * B
         N, n = self.cfg.tokens, self.cfg.flow_blocks
+        ignored, _ = ignored_settings(class_name, guidance, kw["cfg_scale"])
         snapshots = {max(0, round(N * f) - 1) for f in (0.25, 0.5, 0.75)}
-        frames: list[tuple[np.ndarray, str]] = []
+        frames: list[tuple[str, str]] = []
+        self._prune_frames()
+        png = lambda img: render.png_file(img, self.frames_dir)                 # noqa: E731
         steps = sample_steps(self.model, labels, num_samples=B, guidance=guidance, decoder=decoder, **kw)
         compute = 0.0
         while True:
@@ -182,25 +232,38 @@ class Workbench:
             if step.stage == "token":
                 progress((step.index + 1, N + 1 + n), desc="AR: drawing latent tokens", unit="steps")
                 if step.index in snapshots:
-                    frames.append((self._latent_frame(step), f"latent: {step.index + 1}/{N} tokens drawn"))
+                    frames.append((png(self._latent_frame(step)), f"latent: Z^I of {step.index + 1}/{N} tokens drawn"))
                     yield None, None, list(frames), gr.skip()
             elif step.stage == "redundant":
                 progress((N + 1, N + 1 + n), desc="AF: inverting the flow", unit="steps")
-                frames.append((self._latent_frame(step), "latent: Z^I and Z^R drawn"))
+                frames.append((png(self._latent_frame(step)), "latent: Z^R drawn too (complete)"))
                 yield None, None, list(frames), gr.skip()
             elif step.stage == "block":
                 progress((N + 2 + step.index, N + 1 + n), desc="AF: inverting the flow", unit="steps")
                 last = step.index == n - 1
-                frames.append((render.image_frame(step.image, SHOWN, pixels=last),
-                               f"after inverting block {n - step.index} of {n}"
-                               + ("" if last else " (contrast stretched)")))
+                # sampling inverts the flow last block first: f_n⁻¹, …, f_1⁻¹ (the last gives the image)
+                frames.append((png(render.image_frame(step.image, B, pixels=last)),
+                               f"inverse {step.index + 1}/{n}: block {n - step.index} of {n} undone"
+                               + (" = the image" if last else " (contrast stretched)")))
                 yield None, None, list(frames), gr.skip()
             else:
                 result = step.result
                 break
         stats = {**result.stats, "class": class_name, "batch_size": B, "seconds": round(compute, 4),
                  "seconds_per_image": round(compute / B, 5), "checkpoint": str(self.checkpoint)}
+        if ignored:
+            stats["ignored"] = ignored.replace("*", "")
         yield render.sample_grid(result.images), round(compute, 4), frames, stats
+
+    def _prune_frames(self, max_age_s: float = 3600.0) -> None:
+        """Delete progressive-view PNGs older than an hour (Gradio has its own copies by then)."""
+        now = time.time()
+        for f in self.frames_dir.glob("*.png"):
+            try:
+                if now - f.stat().st_mtime > max_age_s:
+                    f.unlink()
+            except OSError:                                                    # another request pruned it
+                pass
 
     def _latent_frame(self, step) -> np.ndarray:
         """The latent so far: drawn informative values, then the redundant ones; the rest UNDRAWN."""
@@ -211,7 +274,27 @@ class Workbench:
             known = torch.ones_like(known)
         known_img = unpatchify(known[None].float(), cfg.patch_size, cfg.channels, cfg.image_size)[0] > 0
         known_img = known_img.cpu()                                                     # (C, H, W)
-        return render.latent_frame(step.image, known_img, SHOWN)
+        return render.latent_frame(step.image, known_img, step.image.shape[0])
+
+    def latent_help(self) -> str:
+        """What the latent frames of the progressive view show, for this model (Markdown)."""
+        cfg = self.cfg
+        p, d, d_i = cfg.patch_size, cfg.token_dim, cfg.d_i
+        mixed = cfg.channel_mixing not in (None, "none")
+        what = (f"the {d} {cfg.channel_mixing.upper()} coefficients of the patch (lowest frequency first)"
+                if mixed else f"the patch's {d} pixel values")
+        order = ("**from the bottom-right token upwards**: the final permute reverses the token order "
+                 "between the flow and the AR model" if cfg.final_permute == "reverse"
+                 else "in raster order, top-left first")
+        return (f"**Reading the progressive view.** *Latent frames:* each of the {cfg.tokens} tokens is drawn "
+                f"in its own {p}×{p} patch; its {d} latent values are {what}, laid out row by row in the patch. "
+                f"The AR model draws Z^I — the first {d_i} values of every token, the top of each patch — one "
+                f"token at a time, {order}; dark blue marks values not drawn yet. The next frame adds Z^R, the "
+                f"other {d - d_i} values of every token, all at once from the shared mixture. Colours are the "
+                f"latent's own range (1st–99th percentile), not pixels.  \n"
+                f"*Flow frames:* the flow maps image → latent through blocks 1 … {cfg.flow_blocks}; sampling "
+                f"inverts it the other way round, block {cfg.flow_blocks} first and block 1 last, so the frames "
+                f"count down; the last one is the image. Every frame shows all the samples of the batch.")
 
     # ------------------------------------------------------------------ picking an image
     def pick_image(self, source: str, test_class: str = ANY_CLASS, test_index: int = 0,
@@ -247,8 +330,10 @@ class Workbench:
         path = upload if isinstance(upload, (str, Path)) else getattr(upload, "name", None) or upload.get("path")
         conv = load_image(path, self.cfg.image_size, self.cfg.channels, fit=fit, invert=bool(invert))
         notes = list(conv.notes)
+        if conv.variance_kept is not None and conv.variance_kept < 0.5:
+            notes.append(OOD_NOTE)
         if not invert and looks_dark_on_light(conv.pixels):
-            notes.append("hint: the background is light but the training images are light-on-dark; "
+            notes.append("hint: a dark object on a light background, but the training images are light-on-dark; "
                          "try 'invert'")
         return torch.from_numpy(conv.pixels)[None].to(self.device), None, f"upload {Path(str(path)).name}", notes
 
@@ -309,7 +394,9 @@ class Workbench:
                    f"Estimator: {numbers['estimator']}.  \n"
                    f"Prior {prior:.3f} bits/dim = informative Z^I {terms['prior_informative']:.3f} + redundant "
                    f"Z^R {terms['prior_redundant']:.3f}; flow −log|det| {terms['flow_neg_logdet']:.3f}; "
-                   f"+7 for the [−1, 1] rescale.  \n{map_note(cfg)}")
+                   f"+7 (log₂ 128) for the [−1, 1] rescale.  \n{map_note(cfg)}")
+        if min(prior, float(pixel.sum(0).min())) < 0:
+            summary += f"  \n{NEGATIVE_BITS}"
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         shown = render.enlarge(render.squeeze(x[0].cpu().numpy().transpose(1, 2, 0)), 224)
@@ -319,9 +406,7 @@ class Workbench:
                                       f"bits per token ({cfg.patch_size}×{cfg.patch_size} patch)")
         blocks = render.bar_chart([f"block {t + 1}" for t in range(cfg.flow_blocks)], per_block,
                                   "−log|det| of each flow block", "bits/dim")
-        split = render.bar_chart(["prior Z^I", "prior Z^R", "flow −log|det|", "+log2 128"],
-                                 list(terms.values()), f"where the {bpd:.3f} bits/dim go", "bits/dim",
-                                 colors=["#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"])
+        split = render.terms_chart(terms, f"where the {bpd:.3f} bits/dim go")
         return shown, summary, heat, tokens, blocks, split, numbers
 
     @user_errors
@@ -331,31 +416,59 @@ class Workbench:
                 b_source: str = "test image", b_test_class: str = ANY_CLASS, b_test_index: int = 1,
                 b_sample_class: str = UNCONDITIONAL, b_sample_seed: int = 0, b_upload: Any = None,
                 b_fit: str = "pad", b_invert: bool = False, b_condition: str = OWN_LABEL):
-        """`likelihood` of A and of B, their pixel heatmaps on one colour scale, and B − A."""
+        """`likelihood` of A and of B — their pixel heatmaps on one colour scale, their token maps on
+        another — then the B − A line and the per-pixel difference map B − A.
+        -> (A's seven outputs, B's seven, the B − A summary, the difference heatmap)."""
         a = self.likelihood(a_source, a_test_class, a_test_index, a_sample_class, a_sample_seed, a_upload,
                             a_fit, a_invert, a_condition)
         b = self.likelihood(b_source, b_test_class, b_test_index, b_sample_class, b_sample_seed, b_upload,
                             b_fit, b_invert, b_condition)
-        lo = min(float(np.min(f.data[0].z)) for f in (a[2], b[2]))
-        hi = max(float(np.max(f.data[0].z)) for f in (a[2], b[2]))
-        for out in (a, b):
-            out[2].update_traces(zmin=lo, zmax=hi)
+        scales = {}
+        for k, what in ((2, "pixel"), (3, "token")):                           # the two heatmaps of each side
+            lo = min(float(np.min(out[k].data[0].z)) for out in (a, b))
+            hi = max(float(np.max(out[k].data[0].z)) for out in (a, b))
+            for out in (a, b):
+                out[k].update_traces(zmin=lo, zmax=hi)
+            scales[what] = (lo, hi)
+        pix_a, pix_b = (np.asarray(out[2].data[0].z, dtype=np.float64) for out in (a, b))
+        diff = pix_b - pix_a                                                   # (H, W) bits
         d = b[6]["bits_per_dim"] - a[6]["bits_per_dim"]
-        note = (f"**B − A = {d:+.3f} bits/dim** ({b[6]['bits_per_dim']:.3f} vs {a[6]['bits_per_dim']:.3f}); "
-                f"both heatmaps on one colour scale, {lo:.1f} to {hi:.1f} bits.")
-        return (*a, *b, note)
+        (plo, phi), (tlo, thi) = scales["pixel"], scales["token"]
+        note = (f"**B − A = {d:+.3f} bits/dim** ({b[6]['bits_per_dim']:.3f} vs {a[6]['bits_per_dim']:.3f}; "
+                f"{'B' if d > 0 else 'A'} costs more). Shared colour scales: pixel maps {plo:.1f} to {phi:.1f} "
+                f"bits, token maps {tlo:.1f} to {thi:.1f} bits. The difference map sums to {diff.sum():+.1f} "
+                f"bits = {d:+.3f} × {self.cfg.data_dim}.")
+        heat = render.difference_heatmap(diff, "B − A, bits per pixel (red: B costs more, blue: A does)")
+        return (*a, *b, note, heat)
 
     # ------------------------------------------------------------------ Channels tab
+    def structure_reference(self) -> dict | None:
+        """The paper's Fig. 7 experiment (`farmer.channels.channel_experiment`, v = 1) on the first
+        REFERENCE_IMAGES test images, computed once: which group carries this model's structure."""
+        if self.test is None or self.cfg.d_r == 0:
+            return None
+        if self._reference is None:
+            n = min(REFERENCE_IMAGES, len(self.test))
+            x, y = self.test.get_batch(range(n))
+            self._reference = channel_experiment(self.model, x.to(self.device),
+                                                 y.to(self.device) if self.cfg.num_classes else None,
+                                                 variance=1.0, seed=NOISE_SEED)
+        return self._reference
+
     @user_errors
     def channels(self, source: str = "test image", test_class: str = ANY_CLASS, test_index: int = 0,
                  sample_class: str = UNCONDITIONAL, sample_seed: int = 0, upload: Any = None,
                  fit: str = "pad", invert: bool = False, condition: str = OWN_LABEL,
-                 variance_scale: float = 1.0, z_i_mode: str = "keep", z_i_noise: float = 0.5,
-                 draws: int = 4, seed: int = 0, decoder: str = "sequential"):
-        """Informative vs redundant: decode with Z^R redrawn from the model at `variance_scale`
-        × its variance and Z^I kept or perturbed. -> (gallery, summary, channel table, channel chart)."""
+                 variance_scale: float = 1.0, z_i_mode: str = "keep", z_i_noise: float = 1.0,
+                 draws: int = 4, seed: int = 0, decoder: str = "sequential", z_r_mode: str = "redraw"):
+        """The paper's Fig. 7 on one image: keep or redraw Z^R (from the model's G_{N+1}(· | Z^I, c),
+        each component's variance × `variance_scale`) × keep or perturb Z^I (+ `z_i_noise` × each
+        informative channel's std over the image's tokens × ε, `farmer.channels.perturb_informative`).
+        Decodes `draws` times in the chosen case and measures all four cases' mean |pixel change|
+        against decode(encode(x)). -> (gallery, summary, channel table, channel chart)."""
         v = check("variance_scale", variance_scale)
         choose("Z^I", z_i_mode, Z_I_MODES)
+        choose("Z^R", z_r_mode, Z_R_MODES)
         noise = check("z_i_noise", z_i_noise)
         R, seed = check("draws", draws), check("seed", seed)
         choose("decoder", decoder, self.decoders)
@@ -363,26 +476,36 @@ class Workbench:
                                               upload, fit, invert)
         label, cond = self.condition(condition, own)
         model, cfg = self.model, self.cfg
-        N, d, d_i = cfg.tokens, cfg.token_dim, cfg.d_i
+        d, d_i = cfg.token_dim, cfg.d_i
         g = make_generator(seed, self.device)
         y = None if label is None else torch.tensor([label], device=self.device)
         with torch.no_grad():
             z, _ = model.encode(dequantize_uniform(x, NOISE_SEED))              # (1, N, d) raster order
             z_inf, z_red = model.split(model.ar_order(z))                        # AR order: (1,N,d_I), (1,N,d_R)
-            zi = z_inf.expand(R, -1, -1).clone()                                 # (R, N, d_I)
-            if z_i_mode == "perturb":
-                zi = zi + noise * torch.randn(zi.shape, generator=g, device=zi.device)
+            zi = z_inf.expand(R, -1, -1)                                         # (R, N, d_I)
+            zr = z_red.expand(R, -1, -1)                                         # (R, N, d_R)
             y_ar = model.labels_or_null(None if y is None else y.expand(R), R, zi.device)   # null if None
-            zr = redraw_redundant(model, zi, y_ar, v, g)                         # (R, N, d_R)
-            z_new = model.ar_order(torch.cat([zi, zr], dim=-1))                  # (R, N, d) raster order
+            scale = z_inf[0].std(0)                                              # (d_I,) over the tokens
+            zi_new = perturb_informative(zi, noise ** 2, scale, g)               # (R, N, d_I)
+            zr_new = redraw_redundant(model, zi, y_ar, v, g)                     # (R, N, d_R)
+            cases = {("keep", "redraw"): (zi, zr_new), ("perturb", "keep"): (zi_new, zr),
+                     ("perturb", "redraw"): (zi_new, zr_new)}
+            z_all = torch.cat([torch.cat(c, dim=-1) for c in cases.values()])    # (3R, N, d) AR order
             recon = quantize(model.decode(z, decoder))                           # (1, C, H, W)
-            imgs = quantize(model.decode(z_new, decoder))                        # (R, C, H, W)
+            decoded = quantize(model.decode(model.ar_order(z_all), decoder)).view(3, R, *x.shape[1:])
             logdet = model.nll(x, y, seed=NOISE_SEED, detail=True)["logdet_terms"][0].sum((0, 1))  # (d,) nats
+        change = {("keep", "keep"): 0.0}                                         # decode(encode(x)) itself
+        imgs = {("keep", "keep"): recon.expand(R, -1, -1, -1)}
+        for k, key in enumerate(cases):
+            imgs[key] = decoded[k]
+            change[key] = (decoded[k].float() - recon.float()).abs().mean().item()
+        chosen = (z_i_mode, z_r_mode)
         big = lambda t: render.enlarge(render.squeeze(t.cpu().numpy().transpose(1, 2, 0)), 168)  # noqa: E731
-        zi_note = "Z^I kept" if z_i_mode == "keep" else f"Z^I + {noise:g}·ε"
-        gallery = [(big(x[0]), "input"), (big(recon[0]), "decode(encode(x)): both groups kept")]
-        gallery += [(big(imgs[r]), f"{zi_note}, Z^R redrawn (variance ×{v:g}) #{r + 1}") for r in range(R)]
-        change = (imgs.float() - recon.float()).abs().mean().item()
+        name = lambda zi_m, zr_m: (f"Z^I {'kept' if zi_m == 'keep' else f'+ {noise:g}·std·ε'}, "  # noqa: E731
+                                   f"Z^R {'kept' if zr_m == 'keep' else f'redrawn ×{v:g}'}")
+        gallery = [(big(x[0]), "input"), (big(recon[0]), "decode(encode(x)): both kept")]
+        if chosen != ("keep", "keep"):
+            gallery += [(big(imgs[chosen][r]), f"#{r + 1}: {name(*chosen)}") for r in range(R)]
         # per-channel statistics; channel j is the same slot of every patch in both token orders
         zs = model.ar_order(z)[0]                                            # (N, d) AR order
         rows = []
@@ -390,23 +513,46 @@ class Workbench:
         for j in range(d):
             rows.append([j, "informative Z^I" if j < d_i else "redundant Z^R", labels[j],
                          round(float(zs[:, j].mean()), 4), round(float(zs[:, j].std()), 4),
-                         round(float(zs[:, j].abs().mean()), 4), round(float(-logdet[j]) / LN2 / N, 4)])
+                         round(float(zs[:, j].abs().mean()), 4), round(float(-logdet[j]) / LN2 / cfg.tokens, 4)])
         headers = ["channel", "group", "what the channel is", "mean z", "std z", "mean |z|",
                    "−log|det| bits/token"]
         chart = render.bar_chart([str(j) for j in range(d)], [r[4] for r in rows],
                                  "std of each latent channel over the tokens (blue Z^I, orange Z^R)", "std",
-                                 colors=["#1f77b4" if j < d_i else "#ff7f0e" for j in range(d)])
-        mode = cfg.redundant_mode
+                                 colors=[render.Z_I_COLOR if j < d_i else render.Z_R_COLOR for j in range(d)])
         how = {"split": "from the model's shared mixture G_{N+1}(· | Z^I, c)",
                "jetformer": "from N(0, I) (this model's JetFormer-style redundant group)",
-               "none": "— this model has no redundant group (d_R = 0), so only Z^I can change"}[mode]
+               "none": "— this model has no redundant group (d_R = 0), so only Z^I can change"}[cfg.redundant_mode]
+        def cell(case: tuple[str, str]) -> str:                               # one entry of the 2 × 2 table
+            text = f"**{change[case]:.1f}** ◀ shown" if case == chosen else f"{change[case]:.1f}"
+            return text + (" (the reconstruction)" if case == ("keep", "keep") else "")
+        table = "| | Z^R kept | Z^R redrawn |\n|---|---|---|\n" + "\n".join(
+            f"| **Z^I {'kept' if zi_m == 'keep' else 'perturbed'}** | "
+            + " | ".join(cell((zi_m, zr_m)) for zr_m in Z_R_MODES) + " |" for zi_m in Z_I_MODES)
         summary = (f"{what}, encoded with noise seed {NOISE_SEED}; {cond}.  \n"
-                   f"Z^I: {d_i} of {d} channels per token; Z^R: {d - d_i}, redrawn {how}, "
-                   f"variance ×{v:g}, seed {seed}.  \n"
-                   f"Mean |pixel change| vs the reconstruction: **{change:.1f} grey levels** ({zi_note}).")
+                   f"Z^I: {d_i} of {d} channels per token, perturbed by {noise:g} × each channel's std over "
+                   f"the tokens × ε; Z^R: {d - d_i}, redrawn {how}, variance ×{v:g}; seed {seed}, {R} draws.  \n"
+                   f"**Shown: {name(*chosen)} — mean |pixel change| {change[chosen]:.1f} grey levels** vs "
+                   f"decode(encode(x)) (which is {(recon.float() - x.float()).abs().mean().item():.1f} from "
+                   f"the input).\n\nMean |pixel change| (grey levels, 0–255) of all four cases, "
+                   f"mean of the {R} draws:\n\n{table}\n\n" + self._structure_note(change))
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         return gallery, summary, pd.DataFrame(rows, columns=headers), chart
+
+    def _structure_note(self, change: dict) -> str:
+        """Which group carries the structure: for the loaded model (Fig. 7 on test images) and this image."""
+        mine = change[("keep", "redraw")] / max(change[("perturb", "keep")], 1e-12)
+        here = (f"this image: redraw Z^R {change[('keep', 'redraw')]:.1f} vs perturb Z^I "
+                f"{change[('perturb', 'keep')]:.1f}, ratio {mine:.2f}")
+        ref = self.structure_reference()
+        if ref is None:
+            return f"**Which group carries the structure** (ratio < 1: Z^I) — {here}."
+        carrier = "Z^I carries the structure, Z^R the detail" if ref["ratio"] < 1 else \
+            "Z^R still carries structure (Z^I does not hold the image on its own)"
+        return (f"**In this model {carrier}:** over {ref['images']} test images at variance 1 (the paper's "
+                f"Fig. 7, `farmer.channel_experiment`), redrawing Z^R moves the pixels "
+                f"{ref['redraw_redundant']:.1f} grey levels, perturbing Z^I {ref['perturb_informative']:.1f} "
+                f"(ratio {ref['ratio']:.2f}); {here}.")
 
     # ------------------------------------------------------------------ Classify panel (Likelihood tab)
     @user_errors

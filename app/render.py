@@ -7,13 +7,19 @@ browser's smooth scaling would blur exactly what a researcher looks at.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from farmer.sampling import image_grid
 
 UNDRAWN = np.array([40, 60, 120], np.uint8)    # colour of latent values not drawn yet (dark blue)
+Z_I_COLOR, Z_R_COLOR = "#1f77b4", "#ff7f0e"     # informative blue, redundant orange (as notebook 02)
 
 
 def enlarge(img: np.ndarray, target: int = 224) -> np.ndarray:
@@ -68,6 +74,21 @@ def image_frame(x: torch.Tensor, max_images: int, pixels: bool, target: int = 33
     return enlarge(squeeze(image_grid(u8)), target)
 
 
+def png_file(img: np.ndarray, folder: Path) -> str:
+    """uint8 image (H, W) or (H, W, 3) -> the path of a PNG of it in `folder`, written once (named by
+    its content) and renamed into place. A streamed gallery re-sends every earlier frame on each
+    update; given arrays, Gradio re-encodes and overwrites each file in place every time, and a
+    browser fetching one mid-write shows a blank thumbnail. Given a finished file it copies it once."""
+    from PIL import Image
+    data = np.ascontiguousarray(img)
+    path = folder / f"{hashlib.sha1(data.tobytes() + str(data.shape).encode()).hexdigest()[:20]}.png"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        Image.fromarray(data).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    return str(path)
+
+
 # ----------------------------------------------------------------------------- plotly figures
 def _layout(fig: go.Figure, title: str, square: bool = True) -> go.Figure:
     fig.update_layout(title=dict(text=title, font=dict(size=13)), margin=dict(l=10, r=10, t=36, b=10),
@@ -94,9 +115,39 @@ def token_heatmap(total: np.ndarray, informative: np.ndarray, redundant: np.ndar
     fig = go.Figure(go.Heatmap(
         z=total, customdata=parts, colorscale="Viridis", colorbar=dict(title="bits"),
         hovertemplate=("token row %{y}, col %{x}<br>total %{z:.2f} bits<br>prior Z^I %{customdata[0]:.2f}"
-                       "<br>prior Z^R %{customdata[1]:.2f}<br>flow −log|det| + ln128 %{customdata[2]:.2f}"
+                       "<br>prior Z^R %{customdata[1]:.2f}<br>flow −log|det| + log₂128 %{customdata[2]:.2f}"
                        "<extra></extra>")))
     return _layout(fig, title)
+
+
+def difference_heatmap(diff: np.ndarray, title: str) -> go.Figure:
+    """(H, W) bits per pixel of B − A -> a heatmap on a diverging scale centred on 0."""
+    top = max(float(np.abs(diff).max()), 1e-6)
+    fig = go.Figure(go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-top, zmax=top, zmid=0,
+                               colorbar=dict(title="bits"),
+                               hovertemplate="row %{y}, col %{x}<br>B − A %{z:+.3f} bits<extra></extra>"))
+    return _layout(fig, title)
+
+
+def terms_chart(terms: dict[str, float], title: str) -> go.Figure:
+    """The four parts of bits/dim (prior Z^I, prior Z^R, flow −log|det|, the +log₂128 rescale) on the
+    left, and the prior's split on its own axis on the right: it is ~0.1 bits/dim next to ~7."""
+    names = ["prior Z^I", "prior Z^R", "flow −log|det|", "+log₂128"]
+    colors = [Z_I_COLOR, Z_R_COLOR, "#2ca02c", "#7f7f7f"]
+    values = [terms["prior_informative"], terms["prior_redundant"], terms["flow_neg_logdet"],
+              terms["dequantisation"]]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.16,
+                        subplot_titles=("all four terms", "the prior's split (own axis)"))
+    hover = "%{x}: %{y:.4f} bits/dim<extra></extra>"
+    fig.add_trace(go.Bar(x=names, y=values, marker_color=colors, hovertemplate=hover, showlegend=False), 1, 1)
+    fig.add_trace(go.Bar(x=names[:2], y=values[:2], marker_color=colors[:2], hovertemplate=hover,
+                         text=[f"{v:+.3f}" for v in values[:2]], textposition="outside", showlegend=False), 1, 2)
+    fig.update_yaxes(title="bits/dim", row=1, col=1)
+    pad = max(abs(values[0]), abs(values[1]), 1e-3) * 0.35                    # room for the value labels
+    lo, hi = min(0.0, *values[:2]), max(0.0, *values[:2])
+    fig.update_yaxes(range=[lo - pad, hi + pad], zeroline=True, zerolinecolor="#444", row=1, col=2)
+    fig.update_annotations(font_size=11)
+    return _layout(fig, title, square=False)
 
 
 def bar_chart(names: list[str], values: list[float], title: str, unit: str,

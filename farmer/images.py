@@ -27,6 +27,8 @@ import numpy as np
 
 FITS = ("pad", "crop", "stretch")
 MAX_PIXELS = 40_000_000         # 40 MP (8K × 5K): larger uploads are refused before decoding
+UPSCALE_NEAREST = 2.0           # enlarging by this factor or more uses nearest-neighbour, not smoothing
+LOW_VARIANCE_KEPT = 0.5         # below this fraction of the pixel variance kept by resizing, say so
 
 
 @dataclass
@@ -36,11 +38,16 @@ class ConvertedImage:
     pixels    uint8 (C, H, W), ready for `torch.from_numpy(pixels)[None]` and `model.nll`
     notes     one human-readable line per conversion step (empty: the file was used as is)
     source    what was read: {"format", "mode", "size": (W, H), "frames"}
+    variance_kept  the resized picture's pixel variance over the source's (after the grey/colour
+              conversion, padding excluded), in [0, ~1]; None when nothing was resized or the
+              source is flat. Near 0: resizing averaged the image into a flat field (fine detail
+              or noise smaller than one output pixel), so the model scores a different picture.
     """
 
     pixels: np.ndarray
     notes: list[str] = field(default_factory=list)
     source: dict = field(default_factory=dict)
+    variance_kept: float | None = None
 
     @property
     def note(self) -> str:
@@ -115,29 +122,41 @@ def _flatten_alpha(im, notes: list[str]):
 
 def _fit(im, size: int, fit: str, notes: list[str]):
     """Resize to size×size: "pad" keeps the aspect ratio and pads with black, "crop" fills and
-    centre-crops, "stretch" ignores the aspect ratio. Area-averaging (LANCZOS) when shrinking."""
+    centre-crops, "stretch" ignores the aspect ratio. Area-averaging (LANCZOS) when shrinking or
+    enlarging a little; nearest-neighbour when enlarging UPSCALE_NEAREST× or more (a 5×5 icon
+    becomes 5×5 blocks instead of invented smooth blobs).
+    Returns (the size×size image, the resized picture without the padding: for `variance_kept`)."""
     from PIL import Image
     w, h = im.size
     if (w, h) == (size, size):
-        return im
+        return im, im
+    s = {"stretch": min(size / w, size / h), "pad": min(size / w, size / h), "crop": max(size / w, size / h)}[fit]
+    nearest = s >= UPSCALE_NEAREST
     # LANCZOS averages over the pixels it shrinks; reducing_gap first box-reduces huge photos
     # by an integer factor, so a 6000×4000 upload costs milliseconds, not seconds
-    resize = lambda im, wh: im.resize(wh, Image.Resampling.LANCZOS, reducing_gap=3.0)  # noqa: E731
+    resize = (lambda im, wh: im.resize(wh, Image.Resampling.NEAREST)) if nearest else (  # noqa: E731
+        lambda im, wh: im.resize(wh, Image.Resampling.LANCZOS, reducing_gap=3.0))
+    how = " with nearest-neighbour (each pixel a block; smoothing would invent detail)" if nearest else ""
     if fit == "stretch":
-        notes.append(f"resized {w}×{h} -> {size}×{size} (aspect ratio not kept)")
-        return resize(im, (size, size))
-    s = (min if fit == "pad" else max)(size / w, size / h)
+        notes.append(f"resized {w}×{h} -> {size}×{size}{how} (aspect ratio not kept)")
+        out = resize(im, (size, size))
+        return out, out
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
     im = resize(im, (nw, nh))
     if fit == "pad":
         canvas = Image.new(im.mode, (size, size), 0)
         canvas.paste(im, ((size - nw) // 2, (size - nh) // 2))
         pad = "" if (nw, nh) == (size, size) else f", padded with black to {size}×{size}"
-        notes.append(f"resized {w}×{h} -> {nw}×{nh} (aspect ratio kept){pad}")
-        return canvas
+        notes.append(f"resized {w}×{h} -> {nw}×{nh}{how} (aspect ratio kept){pad}")
+        return canvas, im
     left, top = (nw - size) // 2, (nh - size) // 2
-    notes.append(f"resized {w}×{h} -> {nw}×{nh} and centre-cropped to {size}×{size}")
-    return im.crop((left, top, left + size, top + size))
+    notes.append(f"resized {w}×{h} -> {nw}×{nh}{how} and centre-cropped to {size}×{size}")
+    out = im.crop((left, top, left + size, top + size))
+    return out, out
+
+
+def _variance(im) -> float:
+    return float(np.asarray(im, dtype=np.float64).var())
 
 
 def load_image(source, image_size: int = 28, channels: int = 1, *, fit: str = "pad",
@@ -193,7 +212,13 @@ def load_image(source, image_size: int = 28, channels: int = 1, *, fit: str = "p
     if im.mode != want:
         notes.append("colour -> grey (ITU-R 601 luma)" if want == "L" else "grey -> RGB (channel copied)")
         im = im.convert(want)
-    im = _fit(im, image_size, fit, notes)
+    before = _variance(im)
+    resized = im.size != (image_size, image_size)
+    im, content = _fit(im, image_size, fit, notes)
+    kept = _variance(content) / before if resized and before > 0 else None
+    if kept is not None and kept < LOW_VARIANCE_KEPT:
+        notes.append(f"resizing removed {1 - kept:.0%} of the image's pixel variance (detail finer than one "
+                     f"output pixel was averaged away): the model scores a much flatter picture")
     arr = np.asarray(im, dtype=np.uint8)
     if invert:
         arr = 255 - arr
@@ -201,7 +226,7 @@ def load_image(source, image_size: int = 28, channels: int = 1, *, fit: str = "p
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)       # (C, H, W)
     if notes:
         notes.insert(0, f"read {fmt}{info['mode']} {info['size'][0]}×{info['size'][1]}")
-    return ConvertedImage(np.array(arr, dtype=np.uint8, order="C"), notes, info)      # a writable copy
+    return ConvertedImage(np.array(arr, dtype=np.uint8, order="C"), notes, info, kept)  # a writable copy
 
 
 def _exif_turned(im) -> bool:
@@ -212,10 +237,13 @@ def _exif_turned(im) -> bool:
         return False
 
 
-def looks_dark_on_light(pixels: np.ndarray, border: int = 2) -> bool:
-    """True when the image border is mostly light (mean > 127): probably a dark object on a light
-    background, the opposite of Fashion-MNIST, so `invert=True` may be wanted. pixels (C, H, W) uint8."""
+def looks_dark_on_light(pixels: np.ndarray, border: int = 2, contrast: float = 64.0) -> bool:
+    """True when the image border is mostly light (mean > 127) and something in the image is clearly
+    darker than it (the darkest 5% of pixels at least `contrast` grey levels below the border mean):
+    probably a dark object on a light background, the opposite of Fashion-MNIST, so `invert=True`
+    may be wanted. A flat or nearly flat light or mid-grey image has no object to invert: False.
+    pixels (C, H, W) uint8."""
     p = np.asarray(pixels, dtype=np.float64)
     edge = np.concatenate([p[:, :border].ravel(), p[:, -border:].ravel(),
                            p[:, :, :border].ravel(), p[:, :, -border:].ravel()])
-    return bool(edge.mean() > 127)
+    return bool(edge.mean() > 127 and edge.mean() - np.percentile(p, 5) >= contrast)

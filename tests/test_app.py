@@ -17,6 +17,7 @@ from farmer.data import HOW_TO_GET_FMNIST
 
 from app import DEFAULT_CHECKPOINT, Workbench, build_app                       # noqa: E402 (path set above)
 from app import render
+from app.handlers import GUIDED_ONLY, OOD_NOTE, RESAMPLE_ONLY, check, ignored_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,6 +31,11 @@ def wb():
 def test_data(wb):
     need_or_skip(wb.test is not None, f"the app's test-image source needs Fashion-MNIST: {HOW_TO_GET_FMNIST}")
     return wb.test
+
+
+def png(path: str) -> np.ndarray:
+    """A progressive-view frame (a PNG path) -> its pixels."""
+    return np.asarray(Image.open(path))
 
 
 def last(gen):
@@ -59,12 +65,53 @@ def test_sample_streams_the_progressive_view_then_the_grid(wb, cls, guidance, de
     assert [len(y[2]) for y in yields[:-1]] == list(range(1, len(yields)))     # frames accumulate
     assert grid.dtype == np.uint8 and grid.ndim == 2 and min(grid.shape) >= 2 * 28
     assert isinstance(seconds, float) and seconds > 0
-    assert len(frames) == 3 + 1 + n and all(f.dtype == np.uint8 for f, _ in frames)
+    assert len(frames) == 3 + 1 + n and all(png(f).dtype == np.uint8 for f, _ in frames)
     assert "tokens drawn" in frames[0][1] and f"block 1 of {n}" in frames[-1][1]
     assert stats["batch_size"] == 2 and stats["decoder"] == decoder and stats["class"] == cls
     assert stats["guidance"] == ("none" if cls == "unconditional" else guidance)
     if decoder in ("jacobi", "hybrid"):                                        # iterations per block, shown
         assert len(stats["jacobi_iterations"]) == n and 1 <= stats["jacobi_mean_iterations"] <= wb.cfg.tokens - 1
+
+
+@pytest.mark.parametrize("cls, guidance, w, flagged, unused", [
+    ("Trouser", "resample", 2.0, False, ()),
+    ("unconditional", "resample", 4.0, True, GUIDED_ONLY),                     # runs as none: say so
+    ("unconditional", "naive", 1.0, True, GUIDED_ONLY),
+    ("Bag", "none", 3.0, False, GUIDED_ONLY),                                  # w etc. greyed out
+    ("Bag", "naive", 3.0, False, RESAMPLE_ONLY),
+    ("Bag", "resample", 0.0, True, RESAMPLE_ONLY),                             # w = 0 is no guidance
+])
+def test_ignored_settings_are_named(cls, guidance, w, flagged, unused):
+    note, names = ignored_settings(cls, guidance, w)
+    assert set(names) == set(unused) and ("⚠" in note) == flagged and bool(note) == bool(unused)
+    if cls == "unconditional":
+        assert "ignored" in note and f"w = {w:g}" in note and guidance in note
+
+
+def test_an_ignored_setting_is_in_the_stats_and_matches_what_ran(wb):
+    *_, (_, _, _, stats) = wb.sample("unconditional", "resample", 4.0, seed=1, batch_size=1)
+    assert stats["guidance"] == "none" and stats["cfg_scale"] == 0.0 and "ignored" in stats["ignored"]
+    *_, (_, _, _, stats) = wb.sample("Trouser", "resample", 4.0, seed=1, batch_size=1)
+    assert stats["guidance"] == "resample" and "ignored" not in stats
+
+
+def test_integer_bounds_are_written_as_integers():
+    with pytest.raises(gr.Error, match="from 0 to 2147483647, got -1"):
+        check("seed", -1)
+    with pytest.raises(gr.Error, match="from 0.05 to 3, got"):
+        check("t_sigma", 0.0)
+
+
+def test_every_frame_of_the_progressive_view_shows_the_whole_batch(wb):
+    B = 10                                                                     # more than 8, not a square
+    *_, (grid, _, frames, _) = wb.sample("Sneaker", "none", seed=2, batch_size=B)
+    cells = render.image_frame(torch.zeros(B, 1, 28, 28), B, pixels=True).shape
+    assert all(png(f).shape[:2] == cells[:2] for f, _ in frames)
+    assert cells[:2] != render.image_frame(torch.zeros(B, 1, 28, 28), 8, pixels=True).shape[:2]
+    n = wb.cfg.flow_blocks
+    assert [c for _, c in frames[-n:]][0].startswith(f"inverse 1/{n}: block {n} of {n} undone")
+    assert "the image" in frames[-1][1] and "Reading the progressive view" in wb.latent_help()
+    assert "bottom-right" in wb.latent_help() and f"first {wb.cfg.d_i} values" in wb.latent_help()
 
 
 def test_sample_grid_is_the_library_sample(wb):
@@ -74,7 +121,7 @@ def test_sample_grid_is_the_library_sample(wb):
                          candidates_uncond=2, t_pi=1.0, t_sigma=0.9, t_pi_verify=0.2, t_sigma_verify=1.0,
                          t_select=1.1, seed=7)
     assert np.array_equal(grid, render.sample_grid(imgs))                      # a thin shell: same pixels
-    assert np.array_equal(frames[-1][0], render.image_frame(
+    assert np.array_equal(png(frames[-1][0]), render.image_frame(
         farmer.sample(wb.model, [7] * 3, guidance="resample", cfg_scale=1.5, candidates_cond=3,
                       candidates_uncond=2, t_sigma=0.9, t_pi_verify=0.2, seed=7,
                       return_intermediates=True).block_images[-1], 8, pixels=True))
@@ -147,6 +194,26 @@ def test_uploads_of_any_mode_and_size_are_converted_with_a_note(wb, tmp_path, mo
     assert np.asarray(heat.data[0].z).shape == (28, 28)
 
 
+def test_upload_notes_flat_noise_tiny_images_and_the_invert_hint(wb, tmp_path):
+    rng = np.random.RandomState(0)
+    Image.fromarray(rng.randint(0, 256, (200, 300, 3)).astype(np.uint8)).save(tmp_path / "noise.png")
+    *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "noise.png"))
+    notes = numbers["conversion"]
+    assert any("variance" in n for n in notes) and OOD_NOTE in notes and not any("invert" in n for n in notes)
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(tmp_path / "grey.png")
+    *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "grey.png"))
+    assert not any("invert" in n for n in numbers["conversion"])              # flat mid-grey: no hint
+    shirt = np.full((40, 40), 245, np.uint8)
+    shirt[8:32, 10:30] = 30
+    Image.fromarray(shirt).save(tmp_path / "shirt.png")
+    *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "shirt.png"))
+    assert any("try 'invert'" in n for n in numbers["conversion"])
+    Image.fromarray((np.indices((5, 5)).sum(0) % 2 * 255).astype(np.uint8)).save(tmp_path / "tiny.png")
+    image, _, _, *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "tiny.png"))
+    assert any("nearest-neighbour" in n for n in numbers["conversion"])
+    assert set(np.unique(image)) <= {0, 255}                                   # blocks, not blurred blobs
+
+
 def test_non_image_and_missing_uploads_are_clear_errors(wb, tmp_path):
     txt = tmp_path / "notes.txt"
     txt.write_text("not a picture")
@@ -161,10 +228,58 @@ def test_non_image_and_missing_uploads_are_clear_errors(wb, tmp_path):
 def test_compare_puts_both_heatmaps_on_one_scale(wb):
     out = wb.compare("model sample", a_sample_class="Trouser", a_sample_seed=1,
                      b_source="model sample", b_sample_class="Bag", b_sample_seed=2)
-    assert len(out) == 15
-    a, b = out[2].data[0], out[9].data[0]
-    assert (a.zmin, a.zmax) == (b.zmin, b.zmax) and a.zmin <= np.min(a.z) and b.zmax >= np.max(b.z)
-    assert f"{out[13]['bits_per_dim'] - out[6]['bits_per_dim']:+.3f}" in out[14]
+    assert len(out) == 16
+    for k in (2, 3):                                                           # pixel maps, then token maps
+        a, b = out[k].data[0], out[7 + k].data[0]
+        assert (a.zmin, a.zmax) == (b.zmin, b.zmax)
+        assert a.zmin == pytest.approx(min(np.min(a.z), np.min(b.z)))
+        assert a.zmax == pytest.approx(max(np.max(a.z), np.max(b.z)))
+    d = out[13]["bits_per_dim"] - out[6]["bits_per_dim"]
+    assert out[14].startswith(f"**B − A = {d:+.3f} bits/dim**")
+    diff = np.asarray(out[15].data[0].z, dtype=np.float64)                    # per-pixel B − A
+    assert np.allclose(diff, np.asarray(out[9].data[0].z) - np.asarray(out[2].data[0].z))
+    assert diff.sum() == pytest.approx(d * wb.cfg.data_dim, rel=1e-4)
+
+
+def test_the_terms_chart_gives_the_prior_split_its_own_axis(wb):
+    *_, split, numbers = wb.likelihood("model sample", sample_class="Coat", sample_seed=4)
+    assert [t.xaxis for t in split.data] == ["x", "x2"] and [t.yaxis for t in split.data] == ["y", "y2"]
+    terms = numbers["terms_bits_per_dim"]
+    assert list(split.data[1].y) == pytest.approx([terms["prior_informative"], terms["prior_redundant"]])
+    lo, hi = split.layout.yaxis2.range                                         # the split fills its axis
+    assert hi - lo < 3 * max(abs(terms["prior_informative"]), abs(terms["prior_redundant"]))
+
+
+def _shown_change(summary: str) -> float:
+    import re
+    return float(re.search(r"mean \|pixel change\| ([0-9.]+) grey levels\*\*", summary).group(1))
+
+
+@pytest.mark.parametrize("z_i_mode, z_r_mode", [("keep", "keep"), ("keep", "redraw"), ("perturb", "keep"),
+                                                ("perturb", "redraw")])
+def test_channels_four_cases_and_their_pixel_change(wb, test_data, z_i_mode, z_r_mode):
+    gallery, summary, *_ = wb.channels("test image", "any class", 3, variance_scale=1.0, z_i_mode=z_i_mode,
+                                       z_i_noise=1.0, draws=3, seed=1, z_r_mode=z_r_mode)
+    chosen = (z_i_mode, z_r_mode) != ("keep", "keep")
+    assert len(gallery) == 2 + 3 * chosen
+    recon = gallery[1][0][::6, ::6].astype(float)                              # 168 px = 28 × 6
+    draws = [g[0][::6, ::6].astype(float) for g in gallery[2:]]
+    want = np.mean([np.abs(d - recon).mean() for d in draws]) if chosen else 0.0
+    assert _shown_change(summary) == pytest.approx(want, abs=0.051)
+    assert "◀ shown" in summary and "In this model Z^I carries the structure" in summary
+
+
+def test_perturbing_z_i_keeps_z_r_and_redrawing_z_r_keeps_z_i(wb, test_data):
+    """With zero noise on Z^I and Z^R kept the image is the reconstruction exactly: perturb does not
+    also redraw Z^R (it did once). At variance 0 the redraw is the component means, still a change."""
+    _, summary, *_ = wb.channels("test image", "any class", 3, z_i_mode="perturb", z_i_noise=0.0,
+                                 z_r_mode="keep", draws=2)
+    assert _shown_change(summary) == 0.0
+    _, summary, *_ = wb.channels("test image", "any class", 3, z_i_mode="perturb", z_i_noise=1.0,
+                                 z_r_mode="keep", draws=2)
+    ref = wb.structure_reference()
+    assert _shown_change(summary) > 5.0 and ref["ratio"] < 1                    # the shipped model: Z^I holds it
+    assert f"ratio {ref['ratio']:.2f}" in summary
 
 
 @pytest.mark.parametrize("z_i_mode", ["keep", "perturb"])
@@ -247,10 +362,13 @@ def test_interpolate_walks_both_paths_from_a_to_b(wb):
 
 def test_the_app_builds_with_named_endpoints_and_a_bounded_queue(wb):
     demo = build_app(wb, queue_size=5, concurrency=1)
-    served = [fn for fn in demo.fns.values() if fn.fn is not None]           # (the rest is browser-side js)
+    served = [fn for fn in demo.fns.values() if fn.fn is not None and fn.api_visibility == "public"]
     assert sorted(fn.api_name for fn in served) == ["channels", "classify", "classify_b", "compare", "interpolate",
                                                     "likelihood", "likelihood_b", "sample"]
     assert all(fn.queue and fn.concurrency_limit == 1 and fn.concurrency_id == "model" for fn in served)
+    # the rest: browser-side js, control greying and clearing after a failure; none runs the model
+    helpers = [fn for fn in demo.fns.values() if fn.fn is not None and fn.api_visibility != "public"]
+    assert helpers and all(fn.concurrency_id != "model" and not fn.queue for fn in helpers)
     assert demo._queue.max_size == 5
 
 
@@ -280,3 +398,10 @@ def test_main_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
     from app.__main__ import main
     with pytest.raises(SystemExit, match="cannot load the model.*does not exist"):
         main(["--checkpoint", str(tmp_path / "nowhere")])
+
+
+def test_the_header_says_which_shipped_model_is_loaded(wb):
+    from app.ui import header
+    assert "the shipped model" in header(wb)                                   # the sample model's card title
+    likelihood = Workbench(REPO / "checkpoints" / "fmnist-likelihood", max_batch=2)
+    assert "the likelihood model" in header(likelihood) and "sample" not in likelihood.card_title

@@ -106,8 +106,44 @@ def test_bad_arguments():
 
 
 def test_dark_on_light_hint():
-    assert looks_dark_on_light(np.full((1, 28, 28), 240, np.uint8))
+    shirt = np.full((1, 28, 28), 240, np.uint8)
+    shirt[:, 6:22, 8:20] = 40                                                  # a dark garment on white
+    assert looks_dark_on_light(shirt)
+    assert not looks_dark_on_light(255 - shirt)                                # Fashion-MNIST's look
     assert not looks_dark_on_light(np.zeros((1, 28, 28), np.uint8))
+
+
+@pytest.mark.parametrize("level", [128, 160, 240])
+def test_no_invert_hint_for_a_flat_or_nearly_flat_image(level):
+    """Nothing in a flat grey field to invert (random noise resized to 28×28 becomes one)."""
+    flat = np.full((1, 28, 28), level, np.uint8)
+    assert not looks_dark_on_light(flat)
+    noisy = np.clip(flat + np.random.RandomState(0).randint(-12, 13, flat.shape), 0, 255).astype(np.uint8)
+    assert not looks_dark_on_light(noisy)
+
+
+def test_tiny_images_are_upscaled_with_nearest_neighbour_and_say_so():
+    a = np.zeros((5, 5), np.uint8)
+    a[::2, ::2] = 255                                                          # a 5×5 checkerboard of dots
+    for fit in ("pad", "stretch"):
+        r = load_image(_png(Image.fromarray(a)), fit=fit)
+        assert set(np.unique(r.pixels)) <= {0, 255}                            # blocks, no smoothed grey
+        assert any("nearest-neighbour" in n for n in r.notes)
+    r = load_image(_png(Image.fromarray(a)), fit="stretch")
+    assert r.pixels[0, 0, 0] == 255 and r.pixels[0, 27, 27] == 255 and r.pixels[0, 0, 27] == 255
+    big = load_image(_png(Image.fromarray(_grad(20, 20))))                     # 1.4×: smooth resizing
+    assert not any("nearest" in n for n in big.notes)
+
+
+def test_a_note_when_resizing_averages_the_image_away():
+    noise = np.random.RandomState(0).randint(0, 256, (480, 640, 3)).astype(np.uint8)
+    r = load_image(_png(Image.fromarray(noise)))
+    assert r.variance_kept is not None and r.variance_kept < 0.1
+    assert any("removed" in n and "variance" in n for n in r.notes)
+    smooth = load_image(_png(Image.fromarray(_grad(280, 280))))                # a gradient survives resizing
+    assert smooth.variance_kept == pytest.approx(1.0, abs=0.05)
+    assert not any("variance" in n for n in smooth.notes)
+    assert load_image(_png(Image.fromarray(_grad()))).variance_kept is None    # not resized
 
 
 def _png_claiming(width: int, height: int) -> bytes:

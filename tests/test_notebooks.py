@@ -77,3 +77,29 @@ def test_notebook_has_committed_outputs_and_is_small(name):
     outputs = [o for c in code_cells for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"], "committed outputs contain an error"
     assert any("image/png" in o.get("data", {}) for o in outputs), "figures missing from the outputs"
+
+
+# A notebook's reading of its own figure, where a number can check it, is checked by an assertion
+# in the cell that computes the number: (notebook, what the cell computes, what must be asserted on).
+FIGURE_CLAIMS = [
+    ("02_channel_partitioning", "channel_experiment(", ['fig7["ratio"]', 'fig7["perturb_informative"]']),
+    ("02_channel_partitioning", "np.histogram(vals", ["counts.sum() == vals.size", "rms"]),
+    ("04_guidance_resampling", "sample_quality(", ['["class_consistency"]', '["fd"]']),
+]
+
+
+def _asserted(src: str) -> str:
+    """The expressions of the cell's assert statements, as source text."""
+    return "\n".join(ast.unparse(node.test) for node in ast.walk(ast.parse(src)) if isinstance(node, ast.Assert))
+
+
+@pytest.mark.parametrize("name, computes, checked", FIGURE_CLAIMS)
+def test_claims_about_a_figure_are_asserted_where_the_number_is_computed(name, computes, checked):
+    cells = [c for c in _load(name)["cells"] if c["cell_type"] == "code" and computes in _source(c)]
+    assert cells, f"{name}: no cell computes {computes!r}"
+    asserted = _asserted("\n".join(ln for ln in _source(cells[0]).splitlines() if not ln.lstrip().startswith("%")))
+    normalised = asserted.replace("'", '"')
+    missing = [c for c in checked if c.replace("'", '"') not in normalised]
+    assert not missing, f"{name}: the cell computing {computes!r} asserts nothing about {missing}"
+    assert not [o for o in cells[0].get("outputs", []) if o.get("output_type") == "error"]
+    assert isinstance(cells[0].get("execution_count"), int), "the asserting cell must have been run"
