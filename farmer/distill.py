@@ -2,24 +2,6 @@
 
 The student's architecture is in farmer/student.py; this file trains it.
 
-Inverting the AF is sequential: N single-token steps in each of n blocks.
-The student G = g_1 ∘ … ∘ g_n replaces each block's N-step inverse with ONE
-parallel pass. g_t is a copy of teacher block f_t whose attention is made
-bidirectional, and it reads the block's OUTPUT z instead of its input x:
-
-    teacher inverse  x_i = z_i ⊙ exp(a(x_{<i})) + μ(x_{<i})      (needs x_{<i}: sequential)
-    student g_t      x_i = z_i ⊙ exp(a_i(z))    + μ_i(z)         (all of z known: one pass)
-
-Decisions where the paper is silent:
-- The shift and the first-token rule are kept: the transformer output at
-  position i−1 parameterises token i, and token 1 passes unchanged. Token 1
-  is then exact (x_1 = z_1 for the teacher too), and the copied weights line
-  up with the positions they were trained for, so the fresh student is "the
-  teacher's conditioner evaluated on z instead of x" — one Jacobi step from
-  x = z — rather than an arbitrary start. With bidirectional attention the
-  output at i−1 may still read z_i and everything after it.
-- The student keeps the teacher's per-block token order (identity / reversed).
-
 Training (Algorithm 2): record the teacher's forward path Z_0 = x, …, Z_n;
 perturb the end, Z̃_n = Z_n + s·ε with s ~ U[0, 0.3] per image; run the
 student blocks in reverse order, each on its own previous output

@@ -218,13 +218,13 @@ def explain_mismatch(cfg: "FarmerConfig", found: dict[str, Shape], student: bool
 
 
 def check_weights(cfg: "FarmerConfig", header: Header, config_file: str | os.PathLike, *,
-                  prefix: str = "", student: bool = False) -> None:
+                  prefix: str = "", student: bool = False, expected: dict[str, Shape] | None = None) -> None:
     """The full pre-flight for one weights file (or the `prefix` part of a training state).
 
     A student's file is checked after the model's, whose tensor count has already bounded the depth."""
     if not student:
         check_depth(cfg, header, config_file)
-    expected = config_shapes(cfg, student)
+    expected = config_shapes(cfg, student) if expected is None else expected
     found = header.with_prefix(prefix)
     found_bytes = sum(DTYPE_BYTES.get(header.tensors[prefix + k][0], 8) * math.prod(s) for k, s in found.items())
     where = f"{header.path} ({prefix}*)" if prefix else header.path
@@ -255,8 +255,9 @@ def check_training_state(cfg: "FarmerConfig", header: Header, config_file: str |
                          ema_in_state: bool) -> None:
     """A training.safetensors: raw weights "model/*" (and "ema/*" when the EMA is not the exported
     weights) shaped as the config builds, plus optimizer and RNG state (check_optimizer_state)."""
-    check_weights(cfg, header, config_file, prefix="model/")
+    expected = config_shapes(cfg)                                  # one meta build for all three checks
+    check_weights(cfg, header, config_file, prefix="model/", expected=expected)
     if ema_in_state:
-        check_weights(cfg, header, config_file, prefix="ema/")
-    check_optimizer_state(header, config_shapes(cfg), config_file,
+        check_weights(cfg, header, config_file, prefix="ema/", expected=expected)
+    check_optimizer_state(header, expected, config_file,
                           other=("model/", "ema/") if ema_in_state else ("model/",))

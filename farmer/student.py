@@ -10,6 +10,16 @@ bidirectional, and it reads the block's OUTPUT z instead of its input x:
 
 This file holds the architecture only, so that checkpoint loading can build
 one without importing the training loop; `farmer.distill` trains it.
+
+Decisions where the paper is silent:
+- The shift and the first-token rule are kept: the transformer output at
+  position i−1 parameterises token i, and token 1 passes unchanged. Token 1
+  is then exact (x_1 = z_1 for the teacher too), and the copied weights line
+  up with the positions they were trained for, so the fresh student is "the
+  teacher's conditioner evaluated on z instead of x" rather than an arbitrary
+  start. It is not exactly one Jacobi step from x = z: with bidirectional
+  attention the output at i−1 may read z_i and everything after it.
+- The student keeps the teacher's per-block token order (identity / reversed).
 """
 from __future__ import annotations
 

@@ -269,7 +269,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
     grad_norm, in_a_row, record, epoch_cache = 0.0, 0, {}, (-1, [])
     bad_files: dict[str, str] = getattr(data, "bad_files", {})         # files that failed to decode (folders)
     n_reported = len(bad_files)                                         # those known at resume were logged
-    last_ckpt = ckpt.latest_checkpoint(out) if resume else None
+    last_ckpt = last
 
     def batches(from_step: int):
         """(step, global positions of this rank, (x uint8, y)) from `from_step` to the end."""
