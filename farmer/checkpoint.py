@@ -318,7 +318,17 @@ def commit_checkpoint(run_dir: str | os.PathLike, name: str, fill: Callable[[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckdir))
     try:
         fill(tmp)
-        final = ckdir / name
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish_checkpoint(run_dir, name, tmp, keep)
+
+
+def publish_checkpoint(run_dir: str | os.PathLike, name: str, tmp: Path, keep: int = 2) -> Path:
+    """Rename the filled temporary folder `tmp` (inside RUN/checkpoints/) to NAME, point `latest` at it, prune."""
+    ckdir = Path(run_dir) / "checkpoints"
+    final = ckdir / name
+    try:
         if final.exists():               # left by a killed run that is now resumed from an earlier step
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -219,6 +219,7 @@ for _cfg in presets.values():
 
 # ============================================================================ training
 NOISE_MODES = ("uniform", "gaussian")
+CROPS = ("center", "random")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -231,6 +232,9 @@ class TrainConfig(_JsonConfig):
     data_dir: str | None = None   # where the data files are (None = the search order of DESIGN §3)
     strict_data: bool = False     # image folders: decode every file when scanning and stop, listing every
                                   # unreadable one (default: skip them, log each once, count in bad_files)
+    crop: str = "center"          # image folders' training split: "center" (resize the short side, centre crop)
+                                  # | "random" (random-resized crop of 35-100% of the area, aspect 3/4-4/3, and a
+                                  # horizontal flip, drawn from (seed, epoch, image)); evaluation is always "center"
     noise: str = "uniform"        # "uniform": x = (q+u)/128 − 1, a true bound on the discrete data;
                                   # "gaussian": x = (q+½)/128 − 1 + σε, the paper's augmentation
     sigma_max: float = 0.1        # gaussian noise σ at step 0 (in [−1, 1] pixel units)
@@ -246,7 +250,8 @@ class TrainConfig(_JsonConfig):
     beta2: float = 0.95           # AdamW β2 (paper 0.95)
     weight_decay: float = 0.03    # AdamW decoupled weight decay on ≥2-D weights (paper 0.03)
     grad_clip: float = 1.0        # max global gradient norm (0 = no clipping)
-    ema_decay: float = 0.999      # EMA of the weights; warmed up as min(decay, (1+t)/(10+t))
+    ema_decay: float = 0.999      # EMA of the weights; warmed up as min(decay, (1+t)/(10+t)); 0 = keep no EMA
+                                  # copy (saves a copy of the weights; checkpoints export the raw weights)
     data_init: int = 0            # fit the prior's GMM heads to the latents of this many training
                                   # images before step 0 (0 = random init; farmer/data_init.py)
     precision: str = "fp32"       # "fp32" | "bf16": autocast the transformer trunks only;
@@ -262,6 +267,10 @@ class TrainConfig(_JsonConfig):
     max_bad_steps: int = 20       # abort after this many non-finite losses in a row
     export_weights: str = "ema"   # what model.safetensors holds: "ema" | "raw"
     num_workers: int = 0          # DataLoader worker processes (image folders; 0 = load inline)
+    fsdp: bool = False            # shard weights, gradients and AdamW state over the torchrun ranks with FSDP2,
+                                  # one unit per transformer layer (farmer/sharding.py); sharded checkpoints
+    activation_checkpointing: bool = False  # recompute each transformer layer's activations in the backward
+                                  # pass instead of storing them (less memory, ~1/3 more compute)
     device: str = "auto"          # "auto" (cuda:LOCAL_RANK if available, else cpu) | "cpu" | "cuda" | …
 
     def validate(self) -> "TrainConfig":
@@ -276,6 +285,9 @@ class TrainConfig(_JsonConfig):
         for name in ("warmup_steps", "ckpt_every", "sample_every", "num_workers", "seed", "data_init"):
             v = getattr(self, name)
             need(isinstance(v, int) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
+        for name in ("fsdp", "activation_checkpointing"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        need(self.crop in CROPS, f"crop must be one of {CROPS}, got {self.crop!r}")
         need(self.noise in NOISE_MODES, f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.export_weights in ("ema", "raw"),

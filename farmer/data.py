@@ -322,6 +322,11 @@ class ImageFolder(ImageDataset):
     Each image is converted to grey ("L", channels=1) or "RGB" (channels=3),
     its shorter side resized to `image_size` (bicubic), then centre-cropped
     to image_size × image_size. Classes are the sorted sub-folder names.
+    crop="random" (training): instead a random-resized crop, a box of 35-100%
+    of the image's area with aspect ratio 3/4-4/3 resized to image_size, then
+    a horizontal flip with probability ½; box and flip are drawn from
+    (seed, epoch, item) alone (`set_epoch`), so worker processes, DDP ranks
+    and a resumed run all see the same crops.
 
     Damaged data never ends a run. The scan reads every file's header (hidden
     files aside): files that are not images are left out and listed in
@@ -334,7 +339,10 @@ class ImageFolder(ImageDataset):
     """
 
     def __init__(self, root: str | os.PathLike, image_size: int, channels: int, split: str | None = None,
-                 strict: bool = False):
+                 strict: bool = False, crop: str = "center", seed: int = 0):
+        if crop not in ("center", "random"):
+            raise ValueError(f"ImageFolder: crop must be 'center' or 'random', got {crop!r}")
+        self.crop, self.seed, self.epoch = crop, int(seed), 0
         root = Path(root)
         if split:                                  # ImageNet-style train/ and val/ (or test/) sub-folders
             names = [split] + (["val"] if split == "test" else [])
@@ -376,6 +384,25 @@ class ImageFolder(ImageDataset):
         image, label, _ = self.read(i)
         return image, label
 
+    def set_epoch(self, epoch: int) -> None:
+        """Random crops are drawn afresh each epoch (set before the epoch's DataLoader starts its workers)."""
+        self.epoch = int(epoch)
+
+    def crop_box(self, i: int, w: int, h: int) -> tuple[tuple[int, int, int, int], bool]:
+        """Item i's random-resized crop of a w×h image: ((left, top, right, bottom), flip), from (seed, epoch, i)."""
+        import random
+        rng = random.Random(f"farmer-crop:{self.seed}:{self.epoch}:{i}")
+        area = w * h
+        for _ in range(10):                                 # torchvision's RandomResizedCrop recipe
+            target = area * rng.uniform(0.35, 1.0)
+            aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < cw <= w and 0 < ch <= h:
+                left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+                return (left, top, left + cw, top + ch), rng.random() < 0.5
+        s = min(w, h)                                       # fallback: the central square
+        return ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s), rng.random() < 0.5
+
     def replacement(self, i: int, attempt: int) -> int:
         """The index tried instead of item i after `attempt` failures: a function of (i, attempt) alone."""
         import random
@@ -391,25 +418,32 @@ class ImageFolder(ImageDataset):
             if str(path) in self.bad_files:                 # known bad: go straight to the next candidate
                 continue
             try:
-                return self.decode(path), label, failed
+                return self.decode(path, item=i), label, failed
             except ValueError as e:
                 self.bad_files[str(path)] = failed[str(path)] = str(e)
         raise ValueError(f"image folder {self.root}: item {i} and its replacements could not be read "
                          f"({len(self.bad_files)} unreadable files so far, e.g. {next(iter(self.bad_files))}); "
                          f"check the folder with --strict-data")
 
-    def decode(self, path: Path) -> torch.Tensor:
-        """One file -> uint8 (C, size, size); ValueError naming the file if it does not decode."""
-        from PIL import Image, UnidentifiedImageError
+    def decode(self, path: Path, item: int | None = None) -> torch.Tensor:
+        """One file -> uint8 (C, size, size); ValueError naming the file if it does not decode.
+
+        `item` is the index whose random crop to take (crop="random"); None = the centre crop."""
+        from PIL import Image, ImageOps, UnidentifiedImageError
         try:
             with Image.open(path) as im:
                 im = im.convert(self.mode)
                 w, h = im.size
-                s = self.size / min(w, h)
-                nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
-                im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-                left, top = (nw - self.size) // 2, (nh - self.size) // 2
-                im = im.crop((left, top, left + self.size, top + self.size))
+                if self.crop == "random" and item is not None:
+                    box, flip = self.crop_box(item, w, h)
+                    im = im.resize((self.size, self.size), Image.Resampling.BICUBIC, box=box)
+                    im = ImageOps.mirror(im) if flip else im
+                else:
+                    s = self.size / min(w, h)
+                    nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
+                    im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+                    left, top = (nw - self.size) // 2, (nh - self.size) // 2
+                    im = im.crop((left, top, left + self.size, top + self.size))
                 arr = np.asarray(im, dtype=np.uint8)
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
             raise ValueError(f"image folder: cannot read {path} as an image ({e})") from e
@@ -423,11 +457,12 @@ DATASETS = ("fashion-mnist", "digits", "synthetic")
 
 def load_dataset(name: str | None, split: str, cfg: "FarmerConfig",
                  path: str | os.PathLike | None = None, download: bool = True,
-                 strict: bool = False) -> ImageDataset:
+                 strict: bool = False, crop: str = "center", seed: int = 0) -> ImageDataset:
     """The data set `name` for model config `cfg`: "fashion-mnist" | "digits" | "synthetic" | an image-folder path.
 
     Checks that the images have the model's (C, H, W) and labels fit its classes.
     strict: an image folder decodes every file now and refuses unreadable ones (ImageFolder).
+    crop: an image folder's "center" or "random" crop (ImageFolder), seeded by `seed`.
     """
     if name is None:
         raise ValueError("no data set given: pass --data fashion-mnist | digits | synthetic | PATH (an image folder)")
@@ -438,7 +473,7 @@ def load_dataset(name: str | None, split: str, cfg: "FarmerConfig",
     elif name == "synthetic":
         ds = load_synthetic(split, cfg.image_size, cfg.channels, cfg.num_classes)
     elif os.sep in name or Path(name).is_dir() or name.startswith("."):
-        ds = ImageFolder(name, cfg.image_size, cfg.channels, split, strict=strict)
+        ds = ImageFolder(name, cfg.image_size, cfg.channels, split, strict=strict, crop=crop, seed=seed)
     else:
         raise ValueError(f"unknown data set {name!r}: use one of {DATASETS} or a path to an image folder")
     want = (cfg.channels, cfg.image_size, cfg.image_size)

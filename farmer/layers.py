@@ -130,9 +130,18 @@ class TransformerLayer(nn.Module):
         self.attn = Attention(width, heads, dropout)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = MLP(width, mlp_ratio, dropout)
+        # Activation checkpointing (set_activation_checkpointing): keep only this
+        # layer's input for the backward pass and recompute the rest there.
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor, causal: bool = True,
                 cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if self.checkpointing and cache is None and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+            return checkpoint(self._forward, x, causal, None, use_reentrant=False)
+        return self._forward(x, causal, cache)
+
+    def _forward(self, x: torch.Tensor, causal: bool, cache: dict[str, torch.Tensor] | None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), causal=causal, cache=cache)
         return x + self.mlp(self.norm2(x))
 
@@ -169,6 +178,19 @@ class Transformer(nn.Module):
                 h = layer(h, causal=self.causal, cache=None if cache is None else cache.layers[i])
             h = self.norm(h)
         return h.float() if dtype is not None else h
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool = True) -> int:
+    """Recompute every TransformerLayer's activations in the backward pass instead of storing them.
+
+    Memory for activations drops from all of a layer's intermediates to its
+    input alone, for about one extra forward pass of compute; the gradients
+    are the same (dropout replays its RNG state). Returns the number of layers set.
+    """
+    layers = [m for m in model.modules() if isinstance(m, TransformerLayer)]
+    for layer in layers:
+        layer.checkpointing = bool(on)
+    return len(layers)
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -45,10 +45,11 @@ import torch.nn as nn
 from torch.utils.data.distributed import DistributedSampler
 
 from . import checkpoint as ckpt
+from . import sharding
 from .config import FarmerConfig, TrainConfig
 from .data_init import data_dependent_init_
 from .data import ImageDataset, cosine_sigma, iterate_batches, load_dataset, make_generator
-from .layers import Transformer
+from .layers import Transformer, set_activation_checkpointing
 from .likelihood import LN2, LN128
 from .model import Farmer
 
@@ -169,7 +170,7 @@ class _Dist:
         return self.rank == 0
 
 
-def _setup(device: str) -> _Dist:
+def _setup(device: str, fsdp: bool = False) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
@@ -179,10 +180,13 @@ def _setup(device: str) -> _Dist:
     dev = torch.device(f"cuda:{local}" if cuda else "cpu") if device in ("auto", "cuda") else torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world == 1:
+    if world == 1 and not (fsdp and not dist.is_initialized()):
         return _Dist(device=dev)
     owns = not dist.is_initialized()
-    if owns:
+    if owns and world == 1:                              # --fsdp in one process: a group of one, no rendezvous
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=dist.HashStore(),
+                                rank=0, world_size=1)
+    elif owns:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return _Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
 
@@ -199,7 +203,7 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
     temporary folder and deletes it. `dataset` overrides cfg.data.
     """
     model_cfg, cfg = model_cfg.validate(), cfg.validate()
-    dd = _setup(cfg.device)
+    dd = _setup(cfg.device, cfg.fsdp)
     say = (log or _write) if dd.main else (lambda s: None)
     tmp_out = None
     if dry_run or out_dir is None:
@@ -219,7 +223,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
            resume: bool, dataset: ImageDataset | None, progress: bool, keep_files: bool) -> TrainResult:
     from tqdm.auto import tqdm
     data = dataset if dataset is not None else load_dataset(cfg.data, "train", model_cfg, cfg.data_dir,
-                                                            strict=cfg.strict_data)
+                                                            strict=cfg.strict_data, crop=cfg.crop, seed=cfg.seed)
     skipped = getattr(data, "skipped_at_scan", {})
     if skipped:
         say(f"data: {len(skipped)} file(s) left out, not readable images: "
@@ -234,13 +238,23 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
 
     last = ckpt.latest_checkpoint(out) if resume else None
     if last is not None:                                                # before anything is built
-        _check_resumable(last, model_cfg)
+        _check_resumable(last, model_cfg, cfg.fsdp)
     torch.manual_seed(cfg.seed)                                         # identical init on every rank
     model = Farmer(model_cfg).to(dd.device)
     if cfg.data_init:                                                  # a resumed run overwrites it below
         _data_init(model, data, cfg, dd.device, say)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # ema_decay 0: the EMA would equal the weights, so none is kept (the export is the raw weights)
+    ema = model if cfg.ema_decay == 0 else copy.deepcopy(model).eval().requires_grad_(False)
+    export = "raw" if ema is model else cfg.export_weights
     set_precision(model, cfg.precision)
+    if cfg.activation_checkpointing:
+        set_activation_checkpointing(model)
+    if cfg.fsdp:                                                        # shard before the optimizer sees the params
+        mesh = sharding.device_mesh(dd.device)
+        bf16 = cfg.precision == "bf16" and dd.device.type == "cuda"
+        sharding.shard_model(model, mesh, bf16=bf16)
+        if ema is not model:
+            sharding.shard_model(ema, mesh)
     opt = make_optimizer(model, cfg)
     start, bad_total = 0, 0
 
@@ -252,17 +266,20 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out / "metrics.jsonl", start)
-    runner: nn.Module = _LossModule(model)
-    if W > 1:
+    runner: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] = _LossModule(model)
+    if cfg.fsdp:
+        runner = model.loss                                             # the root unit all-gathers in forward
+    elif W > 1:
         runner = nn.parallel.DistributedDataParallel(
             runner, device_ids=[dd.device.index] if dd.device.type == "cuda" else None)
+    clip = sharding.clip_grad_norm_ if cfg.fsdp else lambda m, c: nn.utils.clip_grad_norm_(m.parameters(), c)
 
     D = model_cfg.data_dim
     sampler = DistributedSampler(range(len(data)), num_replicas=W, rank=dd.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=False)
     say(f"data {getattr(data, 'name', type(data).__name__)}: {len(data)} images, {steps_per_epoch} steps/epoch; "
-        f"model {model.num_parameters()['total']:,} parameters; {W} process(es) on {dd.device}; "
-        f"steps {start}..{cfg.steps}")
+        f"model {model.num_parameters()['total']:,} parameters; {W} process(es) on {dd.device}"
+        f"{' (FSDP: weights, gradients and AdamW state sharded)' if cfg.fsdp else ''}; steps {start}..{cfg.steps}")
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and dd.main), dynamic_ncols=True,
                file=sys.stderr, unit="step")
     acc, n_acc, n_steps, t0 = torch.zeros(4, dtype=torch.float64), 0, 0, time.perf_counter()
@@ -280,6 +297,8 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
             if epoch_cache[0] != epoch:
                 sampler.set_epoch(epoch)                                # permutation seeded by seed + epoch
                 epoch_cache = (epoch, list(sampler))
+                if hasattr(data, "set_epoch"):                          # random crops of this epoch
+                    data.set_epoch(epoch)
             n = min(steps_per_epoch - k0, cfg.steps - step)
             idx = [epoch_cache[1][k * b:(k + 1) * b] for k in range(k0, k0 + n)]
             for x, y in iterate_batches(data, idx, cfg.num_workers):
@@ -308,12 +327,13 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
         ok = stats[4].item() == 0
         if ok:
             loss.backward()
-            gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            gn = clip(model, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             ok = bool(torch.isfinite(gn))
         if ok:
             grad_norm = float(gn)
             opt.step()
-            ema_update(ema, model, cfg.ema_decay, step)
+            if ema is not model:
+                ema_update(ema, model, cfg.ema_decay, step)
             in_a_row = 0
             acc += stats[:4]
             n_acc += 1
@@ -345,14 +365,20 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
             bar.set_postfix(bpd=f"{record['bpd']:.3f}", img_s=f"{record['images_per_s']:.0f}")
             acc.zero_()
             n_acc = n_steps = 0
-        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps) and dd.main:
-            _sample_grid(ema, cfg, out / "samples" / f"step_{done:08d}.png", say)
-        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+            grid_model = sharding.gather_model(ema, dd.main) if cfg.fsdp else ema      # collective when sharded
             if dd.main:
-                last_ckpt = ckpt.save_run_checkpoint(
-                    out, done, model, ema, opt, export=cfg.export_weights, keep=cfg.keep_checkpoints,
-                    state={"bad_steps": bad_total, "train": cfg.to_dict(), "bad_files": dict(bad_files)},
-                    train=cfg.to_dict(), data=getattr(data, "name", None), metrics=record)
+                _sample_grid(grid_model, cfg, out / "samples" / f"step_{done:08d}.png", say)
+        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+            state = {"bad_steps": bad_total, "train": cfg.to_dict(), "bad_files": dict(bad_files)}
+            meta = dict(train=cfg.to_dict(), data=getattr(data, "name", None), metrics=record)
+            if cfg.fsdp:                                                # every rank writes its shards
+                last_ckpt = sharding.save_run_checkpoint(out, done, model, ema, opt, dd.main, export=export,
+                                                         keep=cfg.keep_checkpoints, state=state, **meta)
+            elif dd.main:
+                last_ckpt = ckpt.save_run_checkpoint(out, done, model, ema, opt, export=export,
+                                                     keep=cfg.keep_checkpoints, state=state, **meta)
+            if dd.main:
                 plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")
                 say(f"checkpoint {last_ckpt}")
             if W > 1:
@@ -378,9 +404,13 @@ def _data_init(model: Farmer, data: ImageDataset, cfg: TrainConfig, device: torc
 
 
 # ============================================================================ resume
-def _check_resumable(path: Path, model_cfg: FarmerConfig) -> None:
+def _check_resumable(path: Path, model_cfg: FarmerConfig, fsdp: bool) -> None:
     """The checkpoint's files are sound (header pre-flight, nothing allocated) and its config is `model_cfg`."""
-    _, saved_cfg = ckpt.check_run_checkpoint(path)
+    if sharding.is_sharded_checkpoint(path) != fsdp:
+        raise ValueError(f"--resume: {path} was written by a run {'with' if not fsdp else 'without'} --fsdp "
+                         f"({'sharded' if not fsdp else 'one-file'} training state); resume it "
+                         f"{'with' if not fsdp else 'without'} --fsdp")
+    _, saved_cfg = (sharding.check_sharded_checkpoint(path) if fsdp else ckpt.check_run_checkpoint(path))
     if saved_cfg != model_cfg:
         diff = {k: (v, getattr(model_cfg, k)) for k, v in saved_cfg.to_dict().items() if getattr(model_cfg, k) != v}
         raise ValueError(f"--resume: {path} was trained with a different model config "
@@ -393,8 +423,9 @@ def _restore(path: Path, model: Farmer, ema: Farmer, opt: torch.optim.Optimizer,
 
     Files the run had found unreadable go back into `data.bad_files` (their replacements depend only
     on the item, so the batches are the same either way; this only spares re-reading them)."""
-    _check_resumable(path, model_cfg)
-    js = ckpt.restore_run_checkpoint(path, model, ema, opt)
+    _check_resumable(path, model_cfg, cfg.fsdp)
+    js = (sharding.restore_run_checkpoint(path, model, ema, opt) if cfg.fsdp
+          else ckpt.restore_run_checkpoint(path, model, ema, opt))
     if hasattr(data, "bad_files") and js.get("bad_files"):
         data.bad_files.update(js["bad_files"])
     changed = {k: (v, getattr(cfg, k)) for k, v in js.get("train", {}).items()
