@@ -1,4 +1,4 @@
-"""The `farmer` command line: `farmer train|eval|bench|sample|distill|classifier|quality`.
+"""The `farmer` command line: `farmer train|eval|bench|export|sample|distill|classifier|quality`.
 
 Each subcommand is a thin layer over the library: argparse flags map onto
 the config dataclasses, and the work is done by library functions. This is
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_bench(sub)
+    _add_export(sub)
     # ---- sample / distill (sampling issue) ----
     _add_sample(sub)
     _add_distill(sub)
@@ -470,6 +471,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(json.dumps(res, indent=2))
     if args.json:
         atomic_write_json(args.json, res)
+    return 0
+
+
+# ============================================================================ export (FSDP runs)
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="a plain checkpoint from a sharded (--fsdp) run checkpoint's shard files",
+                       description="Rebuild config.json + model.safetensors from the torch.distributed.checkpoint "
+                       "shards of a `farmer train --fsdp` checkpoint, in one process (farmer.sharding.consolidate). "
+                       "Every sharded checkpoint already carries its consolidated export; use this for the raw "
+                       "weights, or when that export is missing.")
+    p.add_argument("checkpoint", help="a sharded run checkpoint (OUT/checkpoints/step_*) or a run folder (newest)")
+    p.add_argument("dest", help="output checkpoint directory")
+    p.add_argument("--weights", choices=("ema", "raw"), default=None,
+                   help="which weights (default: those the run exports, EMA unless --export-weights raw)")
+    p.set_defaults(func=_friendly(_cmd_export))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .sharding import consolidate
+    dest = consolidate(args.checkpoint, args.dest, weights=args.weights)
+    print(f"wrote {dest} (config.json + model.safetensors)")
     return 0
 
 

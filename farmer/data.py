@@ -270,8 +270,12 @@ def load_digits(split: str = "train") -> ArrayDataset:
 # ---------------------------------------------------------------------------- synthetic
 def load_synthetic(split: str = "train", image_size: int = 8, channels: int = 1, num_classes: int = 10,
                    n: int | None = None) -> ArrayDataset:
-    """Deterministic class-dependent stripes + noise: smoke tests for any preset without real data."""
-    n = n or (1024 if split == "train" else 256)
+    """Deterministic class-dependent stripes + noise: smoke tests for any preset without real data.
+
+    Default size: 1024 train / 256 test images, fewer for large images (64
+    at 256×256 RGB) so that the set stays near 16 MB of float32 while built."""
+    per_image = channels * image_size ** 2
+    n = n or max(64, min(1024 if split == "train" else 256, (1 << 22) // per_image))
     g = torch.Generator().manual_seed(1 if split == "train" else 2)
     labels = torch.randint(0, max(num_classes, 1), (n,), generator=g)
     r = torch.arange(image_size).float()
@@ -322,7 +326,7 @@ class ImageFolder(ImageDataset):
     Each image is converted to grey ("L", channels=1) or "RGB" (channels=3),
     its shorter side resized to `image_size` (bicubic), then centre-cropped
     to image_size × image_size. Classes are the sorted sub-folder names.
-    crop="random" (training): instead a random-resized crop, a box of 35-100%
+    crop="random" (training): instead a random-resized crop, a box of 50-100%
     of the image's area with aspect ratio 3/4-4/3 resized to image_size, then
     a horizontal flip with probability ½; box and flip are drawn from
     (seed, epoch, item) alone (`set_epoch`), so worker processes, DDP ranks
@@ -394,7 +398,7 @@ class ImageFolder(ImageDataset):
         rng = random.Random(f"farmer-crop:{self.seed}:{self.epoch}:{i}")
         area = w * h
         for _ in range(10):                                 # torchvision's RandomResizedCrop recipe
-            target = area * rng.uniform(0.35, 1.0)
+            target = area * rng.uniform(0.5, 1.0)
             aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
             cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
             if 0 < cw <= w and 0 < ch <= h:

@@ -9,6 +9,7 @@ A cached step on token t costs O(t) instead of the O(t²) of a full re-run.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -173,7 +174,8 @@ class Transformer(nn.Module):
         if cache is not None and not self.causal:
             raise ValueError("Transformer: a KV cache only makes sense for a causal transformer")
         dtype = self.autocast_dtype
-        with torch.autocast(h.device.type, dtype=dtype, enabled=dtype is not None):
+        cast = torch.autocast(h.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with cast:
             for i, layer in enumerate(self.layers):
                 h = layer(h, causal=self.causal, cache=None if cache is None else cache.layers[i])
             h = self.norm(h)

@@ -60,7 +60,7 @@ class Farmer(nn.Module):
         if not uint8:
             if not x.is_floating_point():
                 raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {x.dtype}")
-            if not torch.isfinite(x).all():
+            if not x.is_meta and not torch.isfinite(x).all():          # meta: shape-only FLOP counts
                 raise ValueError(f"{name} contains NaN or inf values")
 
     def labels_or_null(self, y: torch.Tensor | None, batch: int, device: torch.device,
@@ -76,7 +76,7 @@ class Farmer(nn.Module):
                              f"{type(y).__name__ if not isinstance(y, torch.Tensor) else y.dtype}")
         if tuple(y.shape) != (batch,):
             raise ValueError(f"{name} must have shape ({batch},) to match the images, got {tuple(y.shape)}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= nc):
+        if y.numel() and not y.is_meta and (int(y.min()) < 0 or int(y.max()) >= nc):
             raise ValueError(f"{name} holds labels outside 0..{nc - 1}: min {int(y.min())}, max {int(y.max())}")
         return y.to(device=device, dtype=torch.long)
 

@@ -191,16 +191,43 @@ def _setup(device: str, fsdp: bool = False) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
 
 
+def peak_memory_bytes(device: torch.device) -> int:
+    """This process's peak memory: CUDA's max allocated on a GPU, else the resident-set high-water mark (VmHWM)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource                                                   # not Linux: ru_maxrss (KiB on Linux, B on macOS)
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
+def _peak_per_rank(dd: _Dist) -> list[int]:
+    """Every rank's peak_memory_bytes, on every rank (a collective under torchrun)."""
+    mine = torch.tensor([peak_memory_bytes(dd.device)], dtype=torch.int64, device=dd.device)
+    if dd.world == 1:
+        return [int(mine)]
+    every = [torch.zeros_like(mine) for _ in range(dd.world)]
+    dist.all_gather(every, mine)
+    return [int(t) for t in every]
+
+
 # ============================================================================ the loop
 def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *,
           resume: bool = False, dry_run: bool = False, progress: bool = True,
-          dataset: ImageDataset | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+          dataset: ImageDataset | None = None, log: Callable[[str], None] | None = None,
+          checkpoints: bool = True) -> TrainResult:
     """Train a FARMER model; see the module docstring. Files written under out_dir (rank 0):
 
     metrics.jsonl (one JSON record per log_every steps), checkpoints/step_*/ and
     checkpoints/latest, loss_curve.png, samples/step_*.png. resume=True continues
     from out_dir's newest checkpoint. dry_run=True runs two steps into a
     temporary folder and deletes it. `dataset` overrides cfg.data.
+    checkpoints=False writes no checkpoint at all (benchmarks of the step).
     """
     model_cfg, cfg = model_cfg.validate(), cfg.validate()
     dd = _setup(cfg.device, cfg.fsdp)
@@ -211,7 +238,8 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
         cfg = cfg.replace(steps=min(cfg.steps, 2)) if dry_run else cfg
     out = Path(out_dir)
     try:
-        return _train(model_cfg, cfg, out, dd, say, resume, dataset, progress, keep_files=tmp_out is None)
+        return _train(model_cfg, cfg, out, dd, say, resume, dataset, progress, keep_files=tmp_out is None,
+                      checkpoints=checkpoints)
     finally:
         if tmp_out is not None and dd.main:
             shutil.rmtree(tmp_out, ignore_errors=True)
@@ -220,7 +248,8 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
 
 
 def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say: Callable[[str], None],
-           resume: bool, dataset: ImageDataset | None, progress: bool, keep_files: bool) -> TrainResult:
+           resume: bool, dataset: ImageDataset | None, progress: bool, keep_files: bool,
+           checkpoints: bool = True) -> TrainResult:
     from tqdm.auto import tqdm
     data = dataset if dataset is not None else load_dataset(cfg.data, "train", model_cfg, cfg.data_dir,
                                                             strict=cfg.strict_data, crop=cfg.crop, seed=cfg.seed)
@@ -239,6 +268,8 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
     last = ckpt.latest_checkpoint(out) if resume else None
     if last is not None:                                                # before anything is built
         _check_resumable(last, model_cfg, cfg.fsdp)
+    if cfg.fsdp and dd.device.type == "cpu":
+        sharding.map_large_allocations()                                # freed shards go back to the OS at once
     torch.manual_seed(cfg.seed)                                         # identical init on every rank
     model = Farmer(model_cfg).to(dd.device)
     if cfg.data_init:                                                  # a resumed run overwrites it below
@@ -255,6 +286,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
         sharding.shard_model(model, mesh, bf16=bf16)
         if ema is not model:
             sharding.shard_model(ema, mesh)
+        sharding.release_freed_memory()
     opt = make_optimizer(model, cfg)
     start, bad_total = 0, 0
 
@@ -369,7 +401,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
             grid_model = sharding.gather_model(ema, dd.main) if cfg.fsdp else ema      # collective when sharded
             if dd.main:
                 _sample_grid(grid_model, cfg, out / "samples" / f"step_{done:08d}.png", say)
-        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+        if checkpoints and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps):
             state = {"bad_steps": bad_total, "train": cfg.to_dict(), "bad_files": dict(bad_files)}
             meta = dict(train=cfg.to_dict(), data=getattr(data, "name", None), metrics=record)
             if cfg.fsdp:                                                # every rank writes its shards
@@ -386,8 +418,12 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
         if logged:
             t0 = time.perf_counter()                                    # checkpoints and grids are not training time
     bar.close()
+    peaks = _peak_per_rank(dd)
     say(f"done: {cfg.steps} steps, {bad_total} skipped; " + (f"last checkpoint {last_ckpt}" if keep_files else
                                                              "dry run: nothing kept"))
+    say("peak memory per rank: " + ", ".join(f"{p / 2**30:.2f} GiB" for p in peaks)
+        + (" (CUDA max allocated)" if dd.device.type == "cuda" else " (resident set high-water mark)"))
+    record = {**record, "peak_memory_per_rank": peaks}
     return TrainResult(model, ema, cfg.steps, last_ckpt if keep_files else None, bad_total, record)
 
 

@@ -52,6 +52,23 @@ def test_train_dry_run_for_each_small_preset(preset, run_farmer, tmp_path, reque
     assert list(tmp_path.iterdir()) == []                                # a dry run keeps nothing
 
 
+@pytest.mark.slow
+def test_train_dry_run_of_the_64x64_rgb_preset(run_farmer, tmp_path):
+    """imagenet64: 64×64 RGB, a few hundred million parameters at most, two real steps on synthetic data."""
+    cfg = farmer.presets["imagenet64"]
+    assert (cfg.image_size, cfg.channels) == (64, 3)
+    from farmer.preflight import meta_build                           # counted on the meta device
+    params = sum(p.numel() for p in meta_build(lambda: farmer.Farmer(cfg)).parameters())
+    assert 50e6 < params <= 300e6, params
+    # --sample-every 0: the end-of-run sample grid (20 sequential inverses) would triple the time
+    out = run_farmer("train", "--preset", "imagenet64", "--data", "synthetic", "--batch-size", "2", "--dry-run",
+                     "--sample-every", "0", "--no-progress", "--device", "cpu", cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"model {params:,} parameters" in out.stdout and "done: 2 steps" in out.stdout
+    assert "crop               random" in out.stdout                      # the ImageNet recipe crops at random
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_flags_override_the_preset_and_reach_the_checkpoint(run_farmer, tmp_path):
     out = run_farmer("train", "--preset", "tiny", "--out", tmp_path / "run", "--steps", "3", "--no-progress",
                      "--flow-blocks", "3", "--head-width", "16", "--lr", "0.01", "--noise", "gaussian",

@@ -176,6 +176,35 @@ def test_image_folder_classes_resize_crop_and_modes(tmp_path):
     assert len(load_dataset(str(root), "test", cfg)) == 1
 
 
+def test_random_crops_are_drawn_from_seed_epoch_and_item_alone(tmp_path):
+    """crop="random": the same (seed, epoch, item) gives the same crop inline and in workers; epochs differ."""
+    import numpy as np
+    from PIL import Image
+    from farmer.data import iterate_batches
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / f"c{i % 2}" / f"{i}.png")
+    ds = ImageFolder(tmp_path, 16, 3, crop="random", seed=3)
+    same = ImageFolder(tmp_path, 16, 3, crop="random", seed=3)
+    centre = ImageFolder(tmp_path, 16, 3)
+    a, _ = ds.get_batch(range(6))
+    assert a.shape == (6, 3, 16, 16) and torch.equal(a, same.get_batch(range(6))[0])
+    assert not torch.equal(a, centre.get_batch(range(6))[0])                     # not the centre crop
+    workers = torch.cat([x for x, _ in iterate_batches(same, [[0, 1, 2], [3, 4, 5]], num_workers=2)])
+    assert torch.equal(a, workers)                                               # worker processes agree
+    ds.set_epoch(1)
+    b, _ = ds.get_batch(range(6))
+    assert not torch.equal(a, b)                                                 # a new epoch, new crops
+    boxes = [ds.crop_box(i, 40, 30) for i in range(200)]
+    areas = [(r - l) * (b_ - t) / 1200 for (l, t, r, b_), _ in boxes]
+    assert min(areas) >= 0.45 and max(areas) <= 1.0 and 0.6 < np.mean(areas) < 0.9
+    assert 0.35 < np.mean([f for _, f in boxes]) < 0.65                            # flips about half the time
+    assert all(0 <= l < r <= 40 and 0 <= t < b_ <= 30 for (l, t, r, b_), _ in boxes)
+    with pytest.raises(ValueError, match="crop must be"):
+        ImageFolder(tmp_path, 16, 3, crop="zoom")
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
         ImageFolder(tmp_path / "nope", 8, 1)
