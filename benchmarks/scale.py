@@ -93,21 +93,23 @@ def flops_per_image(preset: str) -> float:
     return counter.get_total_flops() / 2
 
 
-def bf16_peak_tflops(device: torch.device, procs: int) -> tuple[float, float | None, str]:
-    """(measured peak of all processes, vendor peak or None, device name)."""
+def matmul_peaks(device: torch.device, procs: int) -> tuple[float, float, float | None, str]:
+    """(measured bf16 peak of all processes, measured fp32 peak, vendor bf16 peak or None, device name), TFLOP/s."""
     from farmer.throughput import matmul_peak
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        measured = matmul_peak(torch.bfloat16, n=8192, device=device) / 1e3 * procs
+        bf16 = matmul_peak(torch.bfloat16, n=8192, device=device) / 1e3 * procs
+        fp32 = matmul_peak(torch.float32, n=8192, device=device) / 1e3 * procs
         spec = next((v for k, v in SPEC_BF16_TFLOPS.items() if k in name), None)
-        return measured, (spec * procs if spec else None), name
+        return bf16, fp32, (spec * procs if spec else None), name
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                                    # each worker runs one thread
     try:
-        measured = matmul_peak(torch.bfloat16, n=1024, device="cpu") / 1e3 * procs
+        bf16 = matmul_peak(torch.bfloat16, n=1024, device="cpu") / 1e3 * procs
+        fp32 = matmul_peak(torch.float32, n=1024, device="cpu") / 1e3 * procs
     finally:
         torch.set_num_threads(threads)
-    return measured, None, platform.processor() or "cpu"
+    return bf16, fp32, None, platform.processor() or "cpu"
 
 
 def run_row(row: tuple, device: str, procs: int, tmp: Path, ema_decay: float | None = None) -> dict:
@@ -185,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = list(ROWS[device.type]) + ([BIG_CPU] if args.big_cpu and device.type == "cpu" else [])
     if args.only:
         rows = [r for r in rows if r[0] in args.only]
-    peak, spec_peak, name = bf16_peak_tflops(device, procs)
-    print(f"scale: {device} ({name}), {procs} process(es), torch {torch.__version__}; bf16 matmul peak measured "
-          f"{peak:.3f} TFLOP/s" + (f", vendor {spec_peak:.0f}" if spec_peak else ""), flush=True)
+    peak, fp32_peak, spec_peak, name = matmul_peaks(device, procs)
+    print(f"scale: {device} ({name}), {procs} process(es), torch {torch.__version__}; matmul peak measured "
+          f"bf16 {peak:.3f}, fp32 {fp32_peak:.3f} TFLOP/s" + (f", vendor bf16 {spec_peak:.0f}" if spec_peak else ""),
+          flush=True)
     flops = {preset: flops_per_image(preset) for preset in {r[0] for r in rows}}
     results = []
     with tempfile.TemporaryDirectory(prefix="farmer-scale-") as tmp:
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             if "images_per_s" in r:
                 r["achieved_tflops"] = flops[row[0]] * r["images_per_s"] / 1e12
                 r["of_measured_peak"] = r["achieved_tflops"] / peak
+                r["of_measured_fp32_peak"] = r["achieved_tflops"] / fp32_peak
                 if spec_peak:
                     r["of_vendor_peak"] = r["achieved_tflops"] / spec_peak
             results.append(r)
@@ -205,22 +209,24 @@ def main(argv: list[str] | None = None) -> int:
         workers = args.loader_workers or (8 if device.type == "cuda" else 2)
         loaders = [loader_row(s, workers, Path(tmp)) for s in sizes]
     print("\n| preset | mode | procs | batch | steps/s | images/s | peak memory per rank (GiB) | "
-          "GFLOP/image | TFLOP/s | of bf16 peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "GFLOP/image | TFLOP/s | of bf16 peak | of fp32 peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(f"| {r['preset']} | {r['mode']} | {r['processes']} | {r['global_batch']} | {r['error'][:60]} |"
-                  " | | | | |")
+                  " | | | | | |")
             continue
         mem = ", ".join(f"{m / 2**30:.2f}" for m in r["peak_memory_per_rank"])
         print(f"| {r['preset']} | {r['mode']}{' + AC' if r['activation_checkpointing'] else ''} | {r['processes']} | "
               f"{r['global_batch']} | {r['steps_per_s']:.3f} | {r['images_per_s']:.2f} | {mem} | "
-              f"{r['gflop_per_image']:.1f} | {r['achieved_tflops']:.4f} | {100 * r['of_measured_peak']:.1f}% |")
+              f"{r['gflop_per_image']:.1f} | {r['achieved_tflops']:.4f} | {100 * r['of_measured_peak']:.1f}% | "
+              f"{100 * r['of_measured_fp32_peak']:.1f}% |")
     for lo in loaders:
         print(f"\nloader alone: {lo['loader']}, {lo['workers']} workers: {lo['images_per_s']:.0f} images/s")
     out = Path(args.out or Path(__file__).with_name(f"scale_{device.type}.json"))
     out.write_text(json.dumps({"device": str(device), "device_name": name, "processes": procs,
                                "torch": torch.__version__, "bf16_peak_tflops_measured": peak,
+                               "fp32_peak_tflops_measured": fp32_peak,
                                "bf16_peak_tflops_vendor": spec_peak, "rows": results, "loader": loaders},
                               indent=2) + "\n")
     print(f"\nwrote {out}")
