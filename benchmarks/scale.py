@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                     r["of_vendor_peak"] = r["achieved_tflops"] / spec_peak
             results.append(r)
             print(json.dumps(r), flush=True)
-        sizes = sorted({64 if r["preset"] == "imagenet64" else None for r in results} - {None})
+        import farmer
+        sizes = sorted({farmer.presets[r["preset"]].image_size for r in results if r["preset"] != "fmnist"})
         workers = args.loader_workers or (8 if device.type == "cuda" else 2)
         loaders = [loader_row(s, workers, Path(tmp)) for s in sizes]
     print("\n| preset | mode | procs | batch | steps/s | images/s | peak memory per rank (GiB) | "

@@ -212,3 +212,39 @@ def test_activation_checkpointing_gives_the_same_gradients_with_dropout():
     assert not any(m.checkpointing for m in model.modules() if isinstance(m, TransformerLayer))
     kept_plain = saved_bytes()
     assert kept_checkpointed < 0.7 * kept_plain, (kept_checkpointed, kept_plain)
+
+
+def test_the_bf16_policy_gathers_layers_in_bf16_and_keeps_the_affine_maps_float32():
+    """The CUDA mixed-precision policy, run here on one CPU process: what runs in bf16 and what does not."""
+    import torch.distributed as dist
+    import farmer
+    from farmer import sharding
+    from farmer.train import set_precision
+    cfg = farmer.presets["tiny"]
+    torch.manual_seed(0)
+    ref = farmer.Farmer(cfg)
+    model = farmer.Farmer(cfg)
+    model.load_state_dict(ref.state_dict())
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        set_precision(model, "bf16")
+        sharding.shard_model(model, sharding.device_mesh(torch.device("cpu")), bf16=True)
+        seen = {}
+        block = model.flow.blocks[0]
+        block.trunk.layers[0].register_forward_pre_hook(
+            lambda m, i: seen.__setitem__("layer", m.mlp.fc.weight.dtype))
+        block.register_forward_pre_hook(lambda m, i: seen.__setitem__("proj_out", m.proj_out.weight.dtype))
+        model.ar.head_informative.register_forward_pre_hook(
+            lambda m, i: seen.__setitem__("gmm head", m.weight.dtype))
+        x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 3])
+        loss, terms = model.loss(x, y)
+        loss.backward()
+        assert seen == {"layer": torch.bfloat16, "proj_out": torch.float32, "gmm head": torch.float32}
+        assert loss.dtype == terms["logdet"].dtype == torch.float32
+        ref_loss, _ = ref.loss(x, y)
+        assert abs(loss.item() - ref_loss.item()) < 1e-2 * abs(ref_loss.item())      # bf16 trunks, not garbage
+        assert loss.item() != ref_loss.item()                                          # and really in bf16
+        # the sharded master weights and their gradients stay float32
+        assert all(p.dtype == p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+    finally:
+        dist.destroy_process_group()
