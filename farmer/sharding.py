@@ -84,6 +84,10 @@ def shard_model(model: Farmer, mesh, *, bf16: bool = False) -> Farmer:
     for head in (model.ar.head_informative, model.ar.head_redundant):
         if head is not None:
             fully_shard(head, mesh=mesh, mp_policy=fp32)
+    # A head's (B, N, ·) output is a view of its matmul, which FSDP2 warns about in case it is then changed
+    # in place; DiagonalGMM.from_flat only slices it (the gradients match the unsharded model's, tested).
+    import warnings
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPLinear\) returned a view tensor")
     fully_shard(model, mesh=mesh, mp_policy=fp32)                      # the rest: embeddings, mixing
     return model
 

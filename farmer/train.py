@@ -183,7 +183,7 @@ def _setup(device: str, fsdp: bool = False) -> _Dist:
     if world == 1 and not (fsdp and not dist.is_initialized()):
         return _Dist(device=dev)
     owns = not dist.is_initialized()
-    if owns and world == 1:                              # --fsdp in one process: a group of one, no rendezvous
+    if owns and world == 1 and "MASTER_ADDR" not in os.environ:   # --fsdp without torchrun: a group of one
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=dist.HashStore(),
                                 rank=0, world_size=1)
     elif owns:
