@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import struct
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -62,14 +63,14 @@ def trunk_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def shard_model(model: Farmer, mesh, *, bf16: bool = False) -> Farmer:
-    """FSDP2 in place: one unit per transformer layer (bf16 params and reductions if `bf16`), the Farmer as root.
+    """FSDP2 in place: units per transformer layer (bf16 params and reductions if `bf16`), per AF block's
+    affine projections and per GMM head (float32), and the Farmer as the float32 root (module docstring).
 
     `model.loss` and `model.nll` call `forward`, so they all-gather like any
     FSDP forward; methods that bypass it (sampling, the inverse) do not, and
     need `gather_model` first.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    from .flow import AFBlock
     layer_policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16)
                     if bf16 else MixedPrecisionPolicy())
     fp32 = MixedPrecisionPolicy()
@@ -79,14 +80,12 @@ def shard_model(model: Farmer, mesh, *, bf16: bool = False) -> Farmer:
     # each GMM head (the 1.1B preset's G_{N+1} head alone is 197M parameters). Without their own units they
     # would stay gathered, with their full gradients, for the whole step as part of the root.
     for block in model.flow.blocks:
-        assert isinstance(block, AFBlock)
         fully_shard(block, mesh=mesh, mp_policy=fp32)
     for head in (model.ar.head_informative, model.ar.head_redundant):
         if head is not None:
             fully_shard(head, mesh=mesh, mp_policy=fp32)
     # A head's (B, N, ·) output is a view of its matmul, which FSDP2 warns about in case it is then changed
     # in place; DiagonalGMM.from_flat only slices it (the gradients match the unsharded model's, tested).
-    import warnings
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPLinear\) returned a view tensor")
     fully_shard(model, mesh=mesh, mp_policy=fp32)                      # the rest: embeddings, mixing
     return model
@@ -150,16 +149,22 @@ def full_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def gather_model(model: Farmer, main: bool) -> Farmer | None:
-    """A plain (unsharded) copy of a sharded model on rank 0's CPU, None on the other ranks. Collective."""
-    plain = Farmer(model.cfg) if main else None
+    """A plain (unsharded) copy of a sharded model on rank 0, on the model's device; None elsewhere. Collective."""
     state = {}
     for name, t in full_tensors(model):
         if main:
             state[name] = t
-    if main:
-        ckpt.load_into(plain, state, "gathered FSDP state")
-        plain.eval()
-    return plain
+    if not main:
+        return None
+    plain = Farmer(model.cfg)
+    ckpt.load_into(plain, state, "gathered FSDP state")
+    return plain.to(_device_of(model)).eval()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    from torch.distributed.tensor import DTensor
+    p = next(model.parameters())
+    return (p.to_local() if isinstance(p, DTensor) else p).device
 
 
 def clip_grad_norm_(model: nn.Module, max_norm: float) -> torch.Tensor:

@@ -155,11 +155,14 @@ def test_consolidated_checkpoint_loads_and_scores_the_same_nll(runs, tmp_path):
     assert json.loads((raw_dir / "config.json").read_text())["weights"] == "raw"
 
 
-def test_a_sharded_checkpoint_is_refused_without_fsdp_and_a_damaged_shard_is_named(tmp_path, run_farmer):
+def test_a_sharded_run_draws_grids_and_refuses_a_plain_resume_and_names_a_damaged_shard(tmp_path, run_farmer):
     out = tmp_path / "run"
     r = run_farmer("train", "--preset", "tiny", "--data", "synthetic", "--steps", "2", "--batch-size", "8",
-                   "--fsdp", "--out", out, "--no-progress")
+                   "--fsdp", "--sample-every", "2", "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr[-2000:]
+    from PIL import Image
+    with Image.open(out / "samples" / "step_00000002.png") as grid:       # sampled from the gathered EMA
+        assert grid.size[0] > 8 * 10
     # the CLI resumes with the run's own settings (--fsdp included); the library is told them explicitly
     from farmer.config import TrainConfig, presets
     from farmer.train import train
