@@ -287,7 +287,7 @@ _EXTRA_HELP = {  # FarmerConfig fields without a trailing comment in config.py
 }
 _CHOICES = {"redundant_mode": ("split", "none", "jetformer"), "final_permute": ("reverse", "none"),
             "channel_mixing": ("none", "dct", "haar", "lu"), "mixing_position": ("input", "split"),
-            "noise": ("uniform", "gaussian"), "precision": ("fp32", "bf16"), "export_weights": ("ema", "raw")}
+            "noise": ("uniform", "gaussian"), "crop": ("center", "random"), "precision": ("fp32", "bf16"), "export_weights": ("ema", "raw")}
 
 
 def _opt_int(s: str) -> int | None:
@@ -298,7 +298,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) ->
     """One --flag per dataclass field, help from the field's comment in config.py."""
     import dataclasses
     from .config import field_help
-    docs = {**_EXTRA_HELP, **field_help(cls)}
+    docs = {k: v.replace("%", "%%") for k, v in {**_EXTRA_HELP, **field_help(cls)}.items()}   # argparse formats %
     group = parser.add_argument_group(title)
     types = {"int": int, "float": float, "str": str, "int | None": _opt_int, "str | None": str}
     for f in dataclasses.fields(cls):
@@ -342,7 +342,8 @@ def _add_train(sub) -> None:
     from .config import FarmerConfig, TrainConfig, presets
     p = sub.add_parser("train", help="train a model (torchrun-aware)", description=(
         "Train FARMER. Every model and training field is a flag; given flags override the preset "
-        "(or, with --resume, the checkpoint). Under `torchrun --nproc_per_node N` it trains with DDP."))
+        "(or, with --resume, the checkpoint). Under `torchrun --nproc_per_node N` it trains with DDP, "
+        "or with FSDP2 given --fsdp (weights, gradients and optimizer state sharded over the ranks)."))
     p.add_argument("--preset", choices=sorted(presets), default=argparse.SUPPRESS,
                    help="model + training preset (default: fmnist, or the checkpoint's with --resume)")
     p.add_argument("--out", default=None, help="output folder: metrics.jsonl, checkpoints/, samples/, "

@@ -23,10 +23,21 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     return sub.choices[name]
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "bench", "sample", "distill", "classifier", "quality"])
+@pytest.mark.parametrize("command", ["train", "eval", "bench", "export", "sample", "distill", "classifier",
+                                     "quality"])
 def test_every_flag_has_help(command):
     for action in _subparser(command)._actions:
         assert action.help and action.help.strip(), f"farmer {command}: {action.option_strings or action.dest}"
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "bench", "export", "sample", "distill", "classifier",
+                                     "quality"])
+def test_help_prints(command, capsys):
+    """argparse formats help text with %: a stray % in a config comment would crash --help."""
+    from farmer.cli import main
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "usage: farmer " + command in capsys.readouterr().out
 
 
 def test_every_config_field_is_a_train_flag():
