@@ -201,7 +201,7 @@ presets: dict[str, FarmerConfig] = {
         # FD 74 against 541 (benchmarks/sample_quality.py)
         channel_mixing="dct", mixing_position="input",
     ),
-    # ImageNet-64-like: 64×64 RGB, patch 4 -> 256 tokens of 48 values (not in the paper; DESIGN §1.8).
+    # ImageNet-64-like: 64×64 RGB, patch 4 -> 256 tokens of 48 values (not in the paper).
     # 192M parameters (AF 8 blocks × 4 layers at width 512, AR 12 layers at 768): a model that trains
     # on one GPU, between fmnist and the paper's 256×256 presets. d_I = 8 of 48 keeps the paper's
     # 1/6 ratio (128 of 768); Z^I = the lowest DCT frequencies of each patch, as in fmnist.
