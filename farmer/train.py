@@ -23,7 +23,10 @@ drawn per rank.
 
 Distributed: under `torchrun --nproc_per_node N` (WORLD_SIZE > 1) the model
 is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), the global
-batch is split over the ranks and only rank 0 logs and writes files.
+batch is split over the ranks and only rank 0 logs and writes files. With
+`fsdp` the model (and the EMA) is sharded with FSDP2 instead (farmer/sharding.py):
+the same batches and noise, every rank writing its shards of each checkpoint
+and rank 0 the consolidated export; the EMA update runs on the local shards.
 """
 from __future__ import annotations
 
