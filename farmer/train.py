@@ -51,6 +51,7 @@ from . import checkpoint as ckpt
 from . import sharding
 from .config import FarmerConfig, TrainConfig
 from .data_init import data_dependent_init_
+from .distributed import Dist, peak_per_rank, setup
 from .data import ImageDataset, cosine_sigma, iterate_batches, load_dataset, make_generator
 from .layers import Transformer, set_activation_checkpointing
 from .likelihood import LN2, LN128
@@ -160,65 +161,6 @@ def _write(line: str) -> None:
     sys.stdout.flush()
 
 
-# ============================================================================ distributed
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup(device: str, fsdp: bool = False) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if cuda and local >= torch.cuda.device_count():
-        raise ValueError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s): start at most that many "
-                         f"processes per node, or pass --device cpu")
-    dev = torch.device(f"cuda:{local}" if cuda else "cpu") if device in ("auto", "cuda") else torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world == 1 and not (fsdp and not dist.is_initialized()):
-        return _Dist(device=dev)
-    owns = not dist.is_initialized()
-    if owns and world == 1 and "MASTER_ADDR" not in os.environ:   # --fsdp without torchrun: a group of one
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=dist.HashStore(),
-                                rank=0, world_size=1)
-    elif owns:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """This process's peak memory: CUDA's max allocated on a GPU, else the resident-set high-water mark (VmHWM)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource                                                   # not Linux: ru_maxrss (KiB on Linux, B on macOS)
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024
-
-
-def _peak_per_rank(dd: _Dist) -> list[int]:
-    """Every rank's peak_memory_bytes, on every rank (a collective under torchrun)."""
-    mine = torch.tensor([peak_memory_bytes(dd.device)], dtype=torch.int64, device=dd.device)
-    if dd.world == 1:
-        return [int(mine)]
-    every = [torch.zeros_like(mine) for _ in range(dd.world)]
-    dist.all_gather(every, mine)
-    return [int(t) for t in every]
-
-
 # ============================================================================ the loop
 def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *,
           resume: bool = False, dry_run: bool = False, progress: bool = True,
@@ -233,7 +175,7 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
     checkpoints=False writes no checkpoint at all (benchmarks of the step).
     """
     model_cfg, cfg = model_cfg.validate(), cfg.validate()
-    dd = _setup(cfg.device, cfg.fsdp)
+    dd = setup(cfg.device, cfg.fsdp)
     say = (log or _write) if dd.main else (lambda s: None)
     tmp_out = None
     if dry_run or out_dir is None:
@@ -250,7 +192,7 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
             dist.destroy_process_group()
 
 
-def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say: Callable[[str], None],
+def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: Callable[[str], None],
            resume: bool, dataset: ImageDataset | None, progress: bool, keep_files: bool,
            checkpoints: bool = True) -> TrainResult:
     from tqdm.auto import tqdm
@@ -421,7 +363,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: _Dist, say:
         if logged:
             t0 = time.perf_counter()                                    # checkpoints and grids are not training time
     bar.close()
-    peaks = _peak_per_rank(dd)
+    peaks = peak_per_rank(dd)
     say(f"done: {cfg.steps} steps, {bad_total} skipped; " + (f"last checkpoint {last_ckpt}" if keep_files else
                                                              "dry run: nothing kept"))
     say("peak memory per rank: " + ", ".join(f"{p / 2**30:.2f} GiB" for p in peaks)
