@@ -18,7 +18,7 @@ counted). The peak is the device's bf16 dense matmul rate: measured here
 vendor's figure.
 
 The loader rows time the image-folder pipeline alone (JPEG decode + random
-resized crop + flip in DataLoader workers, farmer.data.ImageFolder) on a
+resized crop + flip in DataLoader workers, farmer.folders.ImageFolder) on a
 generated folder of JPEGs larger than the preset, against the training rows'
 images/s at the same image size. Prints a table and writes
 benchmarks/scale_<device>.json. Absolute figures drift on shared machines;
@@ -142,7 +142,8 @@ def loader_row(image_size: int, workers: int, tmp: Path, batch: int = 64, batche
     """Images/s of the image-folder loader alone: JPEGs of 1.5-2.5× the preset's size, random crops, workers."""
     import numpy as np
     from PIL import Image
-    from farmer.data import ImageFolder, iterate_batches
+    from farmer.data import iterate_batches
+    from farmer.folders import ImageFolder
     root = tmp / "jpegs"
     rng = np.random.default_rng(0)
     n = batch * batches

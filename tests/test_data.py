@@ -1,4 +1,4 @@
-"""Data sets and noise modes (farmer/data.py, DESIGN §1.4 and §3)."""
+"""Data sets, image folders and noise modes (farmer/data.py, farmer/folders.py, DESIGN §1.4 and §3)."""
 from __future__ import annotations
 
 import gzip
@@ -13,9 +13,10 @@ import torch
 from _folders import damaged_folder
 
 from farmer.config import presets
-from farmer.data import (DataNotFoundError, ImageFolder, UnreadableDataError, add_gaussian_noise, cosine_sigma,
-                         dequantize_uniform, find_fashion_mnist, iterate_batches, load_dataset, load_digits,
-                         load_fashion_mnist, load_synthetic, quantize, read_idx)
+from farmer.data import (DataNotFoundError, add_gaussian_noise, cosine_sigma, dequantize_uniform,
+                         find_fashion_mnist, iterate_batches, load_dataset, load_digits, load_fashion_mnist,
+                         load_synthetic, quantize, read_idx)
+from farmer.folders import ImageFolder, UnreadableDataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
