@@ -62,6 +62,9 @@ DRIVER = textwrap.dedent("""
     if rank == 0:
         write_tensors(f"{out}/final.safetensors", {**{"raw." + k: v for k, v in raw.items()},
                                                    **{"ema." + k: v for k, v in ema.items()}, "nll": nll})
+    if fsdp:    # a group left up at exit can abort in gloo's thread teardown ("terminate called ...")
+        dist.barrier()
+        dist.destroy_process_group()
 """)
 
 
@@ -153,6 +156,15 @@ def test_consolidated_checkpoint_loads_and_scores_the_same_nll(runs, tmp_path):
     raw = farmer.load(raw_dir)
     assert all(torch.equal(v, final["raw." + k]) for k, v in raw.state_dict().items())
     assert json.loads((raw_dir / "config.json").read_text())["weights"] == "raw"
+    # and the app opens the FSDP run folder like any other: it samples and scores
+    import _app_server  # noqa: F401 - puts the repo root (the app package) on sys.path
+    from app import Workbench
+    wb = Workbench(tmp / "fsdp")
+    assert torch.equal(wb.model.state_dict()["flow.blocks.0.proj_out.weight"],
+                       final["ema.flow.blocks.0.proj_out.weight"])
+    grid = list(wb.sample(wb.class_choices[1], guidance="none", batch_size=2))[-1][0]
+    assert grid.ndim == 2 and grid.std() > 0
+    assert wb.likelihood("test image", test_index=0) is not None
 
 
 def test_a_sharded_run_draws_grids_and_refuses_a_plain_resume_and_names_a_damaged_shard(tmp_path, run_farmer):
