@@ -129,11 +129,6 @@ def device_mesh(device: torch.device):
     return init_device_mesh(device.type, (dist.get_world_size(),))
 
 
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
-
-
 def _full(t: torch.Tensor) -> torch.Tensor:
     """A DTensor's full value (a collective: every rank must call it, in the same order); others as they are."""
     from torch.distributed.tensor import DTensor
