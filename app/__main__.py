@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from .handlers import DEFAULT_CHECKPOINT
     p = argparse.ArgumentParser(prog="python -m app", description="The FARMER workbench (Gradio).")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
-                   help="checkpoint folder (config.json + model.safetensors) or a `farmer train` run folder "
-                        "(default: the shipped checkpoints/fmnist)")
+    p.add_argument("--checkpoint", action="append", default=None, metavar="PATH",
+                   help="checkpoint folder (config.json + model.safetensors) or a `farmer train` run folder; "
+                        "repeat it to load several (each tab has a model menu). Default: every shipped model, "
+                        "the folders of checkpoints/ with a card.json (fmnist and fmnist-likelihood)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind; 0.0.0.0 exposes the app to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
@@ -38,16 +39,29 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .handlers import Workbench
+    from .models import Shelf
     from .ui import CSS, build_app
     try:
-        wb = Workbench(args.checkpoint, device=args.device, max_batch=args.max_batch, data_dir=args.data_dir)
+        shelf = Shelf.load(args.checkpoint, device=args.device, max_batch=args.max_batch, data_dir=args.data_dir)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"python -m app: cannot load the model: {e}")
-    print(f"FARMER workbench: {wb.checkpoint} · {wb.test_error or f'{len(wb.test)} test images'}", flush=True)
-    demo = build_app(wb, queue_size=args.queue_size, concurrency=args.concurrency)
+    first = next(iter(shelf))
+    print(f"FARMER workbench: {first.test_error or f'{len(first.test)} test images'}", flush=True)
+    for wb in shelf:
+        views = [v for v, n in shelf.defaults.items() if n == wb.name]
+        print(f"  model {wb.name}: {wb.checkpoint}" + (f" (opens {', '.join(views)})" if views else ""), flush=True)
+    # a plain `kill` (SIGTERM) exits like Ctrl-C, so the atexit clean-up (the frames folder) runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    demo = build_app(shelf, queue_size=args.queue_size, concurrency=args.concurrency)
+    # quiet: Gradio's own banner tells users to "set share=True in launch()"; this app has --share
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, inbrowser=args.open,
-                max_file_size=args.max_file_size, ssr_mode=False, css=CSS)
+                max_file_size=args.max_file_size, ssr_mode=False, css=CSS, quiet=True, prevent_thread_lock=True)
+    print(f"* Running on local URL: {demo.local_url}", flush=True)
+    if demo.share_url:
+        print(f"* Running on public URL: {demo.share_url}", flush=True)
+    else:
+        print("* Public link: restart with --share (off by default)", flush=True)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from farmer.interpolate import PATHS
 from farmer.likelihood import LN2
 
 from . import render
-from .inputs import ANY_CLASS, NOISE_SEED, OWN_LABEL, UNCONDITIONAL, Z_I_MODES, Z_R_MODES, check, choose, user_errors
+from .inputs import (ANY_CLASS, NOISE_SEED, OWN_LABEL, UNCONDITIONAL, Z_I_MODES, Z_R_MODES, check, choose, refusal,
+                     user_errors)
 
 REFERENCE_IMAGES = 32     # test images of the Channels tab's model-level Fig. 7 statement (computed once)
 
@@ -119,10 +120,17 @@ class AnalysisHandlers:
         table = "| | Z^R kept | Z^R redrawn |\n|---|---|---|\n" + "\n".join(
             f"| **Z^I {'kept' if zi_m == 'keep' else 'perturbed'}** | "
             + " | ".join(cell((zi_m, zr_m)) for zr_m in Z_R_MODES) + " |" for zi_m in Z_I_MODES)
-        summary = (f"{what}, encoded with noise seed {NOISE_SEED}; {cond}.  \n"
-                   f"Z^I: {d_i} of {d} channels per token, perturbed by {noise:g} × each channel's std over "
-                   f"the tokens × ε; Z^R: {d - d_i}, redrawn {how}, variance ×{v:g}; seed {seed}, {R} draws.  \n"
-                   f"**Shown: {name(*chosen)} — mean |pixel change| {change[chosen]:.1f} grey levels** vs "
+        zi_used = (f"perturbed: + {noise:g} × each channel's std over the tokens × ε" if z_i_mode == "perturb"
+                   else "kept (the image's own)")
+        zr_used = (f"redrawn {how}, variance ×{v:g}" if z_r_mode == "redraw" else "kept (the image's own)")
+        others = [f"Z^I noise {noise:g}×std" if z_i_mode == "keep" else "",
+                  f"Z^R variance ×{v:g}" if z_r_mode == "keep" else ""]
+        others = " and ".join(o for o in others if o)
+        summary = (f"{self.model_line}. {what}, encoded with noise seed {NOISE_SEED}; {cond}.  \n"
+                   f"Shown case — Z^I ({d_i} of {d} channels per token): {zi_used}; Z^R ({d - d_i}): {zr_used}"
+                   + (f"; seed {seed}, {R} draws" if chosen != ("keep", "keep") else "") + ".  \n"
+                   + (f"The table's other cases use {others} (the greyed-out setting).  \n" if others else "")
+                   + f"**Shown: {name(*chosen)} — mean |pixel change| {change[chosen]:.1f} grey levels** vs "
                    f"decode(encode(x)) (which is {(recon.float() - x.float()).abs().mean().item():.1f} from "
                    f"the input).\n\nMean |pixel change| (grey levels, 0–255) of all four cases, "
                    f"mean of the {R} draws:\n\n{table}\n\n" + self._structure_note(change))
@@ -154,7 +162,7 @@ class AnalysisHandlers:
         `farmer.classify`). -> (bar chart, summary, numbers)."""
         k = check("noise_draws", noise_draws)
         if self.cfg.num_classes == 0:
-            raise gr.Error("this model is unconditional (no classes), so it cannot classify",
+            raise refusal("this model is unconditional (no classes), so it cannot classify",
                            title="Cannot do that")
         x, own, what, notes = self.pick_image(source, test_class, test_index, sample_class, sample_seed,
                                               upload, fit, invert)
@@ -170,15 +178,20 @@ class AnalysisHandlers:
         verdict = ""
         if own is not None:
             verdict = " — right" if own == best else f" — wrong: the image's label is {self.classes[own]}"
-        summary = (f"**p(y|x): {self.classes[best]} {probs[best]:.3f}**{verdict}.  \n{what}.  \n"
-                   f"log p(y|x) = log p(x|y) − logsumexp over the {len(probs)} classes; {estimator}.")
+        from .caution import check_image
+        caution = check_image(self.model, self.ood, x, NOISE_SEED, self.checkpoint)
+        summary = (f"**p(y|x): {self.classes[best]} {probs[best]:.3f}**{verdict}.  \n{what}; {self.model_line}.  \n"
+                   f"log p(y|x) = log p(x|y) − logsumexp over the {len(probs)} classes; {estimator}.  \n"
+                   + (caution["text"] if caution["flagged"] else
+                      "OOD check: in range (complexity and typicality under their 99% thresholds)."))
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         numbers = {"image": what, "predicted": self.classes[best],
                    "own_label": None if own is None else self.classes[own],
                    "probabilities": dict(zip(self.classes, probs)),
                    "log_posterior": dict(zip(self.classes, log_post.tolist())), "estimator": estimator,
-                   "noise_draws": k, "conversion": notes}
+                   "noise_draws": k, "conversion": notes, "model": self.name,
+                   "ood": {k_: caution[k_] for k_ in ("flagged", "scores", "thresholds")}}
         return chart, summary, numbers
 
     # ------------------------------------------------------------------ Interpolate tab
@@ -207,7 +220,8 @@ class AnalysisHandlers:
         bpd_chart = render.line_chart(t, bpd, "bits/dim of each decoded image (null class)", "t", "bits/dim")
         norm_chart = render.line_chart(t, norm, "latent norm ‖z(t)‖ along the path", "t", "‖z‖")
         mid = S // 2
-        summary = (f"A: {what_a}; B: {what_b}. {S} points from A (t = 0) to B (t = 1), decoder {decoder}.  \n"
+        summary = (f"{self.model_line}. A: {what_a}; B: {what_b}. {S} points from A (t = 0) to B (t = 1), "
+                   f"decoder {decoder}.  \n"
                    f"At t = {t[mid]:.2f}: linear **{bpd['linear'][mid]:.3f}** bits/dim, "
                    f"‖z‖ {norm['linear'][mid]:.1f}; "
                    f"spherical **{bpd['spherical'][mid]:.3f}** bits/dim, ‖z‖ {norm['spherical'][mid]:.1f} "
@@ -218,5 +232,6 @@ class AnalysisHandlers:
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         numbers = {"a": what_a, "b": what_b, "t": t, "bits_per_dim": bpd, "latent_norm": norm,
-                   "estimator": walks["linear"]["estimator"], "decoder": decoder, "conversion": notes}
+                   "estimator": walks["linear"]["estimator"], "decoder": decoder, "conversion": notes,
+                   "model": self.name}
         return strips[0], strips[1], bpd_chart, norm_chart, summary, numbers

@@ -15,8 +15,11 @@ and checks they all share are in `app.inputs` (re-exported here, so
 """
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,15 +39,21 @@ from farmer.sampling import sample_steps
 
 from . import render
 from .analysis import REFERENCE_IMAGES, AnalysisHandlers  # noqa: F401  (re-exported)
+from .caution import OodReference, check_image
 from .inputs import (ANY_CLASS, DECODERS, GUIDANCE, NOISE_SEED, OWN_LABEL, RANGES, SOURCES,  # noqa: F401
-                     UNCONDITIONAL, Z_I_MODES, Z_R_MODES, check, choose, user_errors)
+                     UNCONDITIONAL, Z_I_MODES, Z_R_MODES, check, choose, refusal, user_errors)
+from .models import map_kind, recommended_sampling
+from .reproduce import COUNTS, grid_columns, sample_command
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "fmnist"
 
-OOD_NOTE = ("a low bits/dim does not mean the image is like the training data: likelihood is not an "
-            "out-of-distribution test (notebooks/06_likelihood_maps.ipynb)")
-NEGATIVE_BITS = ("Negative bits are not an error: the model is a *density* over continuous pixel values, and "
+SAMPLES_SCORE_WORSE = ("A model sample usually scores *worse* than a test image under the same model: averaged "
+                       "over its own samples, bits/dim is the model's entropy, while over test images it is the "
+                       "cross-entropy with the data, and a maximum-likelihood model spreads its mass wider than "
+                       "the data (it must not miss any real image), so its typical draws are less predictable "
+                       "than real garments. It is not a scoring error.")
+NEGATIVE_BITS = ("Negative bits are not an error: the model is a density over continuous pixel values, and "
                  "a density can exceed 1 (a narrow peak), so −log₂ p < 0 where the model is sure. The per-pixel "
                  "and per-token maps split the image's total across pixels, so a well-predicted pixel or token "
                  "can cost less than 0 bits; only the total, with +log₂ 128 = 7 per dimension for the [−1, 1] "
@@ -83,8 +92,26 @@ def card_title(checkpoint: Path) -> str:
     return first[2:].strip()
 
 
+_FRAMES: dict[str, Path] = {}
+_FRAMES_LOCK = threading.Lock()
+
+
+def frames_folder() -> Path:
+    """The progressive view's PNG folder, made on first use and removed when the process exits
+    (one per process, shared by every model; `python -m app` turns SIGTERM into a normal exit)."""
+    with _FRAMES_LOCK:
+        if "dir" not in _FRAMES or not _FRAMES["dir"].is_dir():
+            _FRAMES["dir"] = Path(tempfile.mkdtemp(prefix="farmer-frames-"))
+            atexit.register(shutil.rmtree, _FRAMES["dir"], True)
+        return _FRAMES["dir"]
+
+
+_TEST_SETS: dict[tuple, Any] = {}           # (data, split config, folder) -> the test split, read once per process
+
+
 class Workbench(AnalysisHandlers):
-    """The model (loaded once) and the handlers. `checkpoint` defaults to the shipped model."""
+    """One model (loaded once) and the handlers. `checkpoint` defaults to the shipped sample model;
+    `app.models.Shelf` holds several and gives each `name` (the folder name)."""
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", max_batch: int = 16,
                  data_dir: str | Path | None = None):
@@ -100,14 +127,28 @@ class Workbench(AnalysisHandlers):
         self.data_name = data
         self.test, self.test_error, self._test_labels = None, "", None
         self._reference: dict | None = None                                    # structure_reference, once
-        self.frames_dir = Path(tempfile.mkdtemp(prefix="farmer-frames-"))       # progressive-view PNGs
+        key = (data, self.cfg.image_size, self.cfg.channels, str(data_dir))
         try:                                             # no download from a server: use what is on disk
-            self.test = load_dataset(data, "test", self.cfg, path=data_dir, download=False)
+            if key not in _TEST_SETS:
+                _TEST_SETS[key] = load_dataset(data, "test", self.cfg, path=data_dir, download=False)
+            self.test = _TEST_SETS[key]
         except (FileNotFoundError, ValueError) as e:
             self.test_error = f"No test images: {e}"
         self.has_student = self.model.student is not None
+        self.name = self.checkpoint.name                                        # Shelf makes it unique
         self.card_title = card_title(self.checkpoint)
         self.decoders = DECODERS if self.has_student else DECODERS[:2]
+        self.recommended, self.recommended_from = recommended_sampling(self.checkpoint)
+        self.ood = OodReference(self.model, self.test, NOISE_SEED)              # thresholds, on first use
+
+    @property
+    def frames_dir(self) -> Path:
+        return frames_folder()
+
+    @property
+    def model_line(self) -> str:
+        """"Model `fmnist` (title)": how every view names the model that produced it."""
+        return f"Model `{self.name}`" + (f" ({self.card_title})" if self.card_title else "")
 
     # ------------------------------------------------------------------ choices
     @property
@@ -133,9 +174,11 @@ class Workbench(AnalysisHandlers):
                t_pi_verify: float = 0.1, t_sigma_verify: float = 1.0, t_select: float = 1.1,
                seed: int = 0, batch_size: int = 8, decoder: str = "sequential",
                progress=gr.Progress()):
-        """Draw a batch, streaming the progressive view. Yields (grid, seconds, frames, stats);
-        the grid and seconds are filled in by the last yield. frames: [(PNG path, caption)], each
-        frame a grid of the whole batch (`render.png_file`: written once, so never seen half-written)."""
+        """Draw a batch, streaming the progressive view. Yields (grid, seconds, frames, stats, report);
+        the grid, seconds, stats and report come with the last yield. frames: [(PNG path, caption)],
+        each frame a grid of the whole batch (`render.png_file`: written once, so never seen
+        half-written). stats holds every setting, the counts explained, and `command`: the
+        `farmer sample` line that redraws this grid; report (Markdown) names the model and the command."""
         label = self.label_of(class_name)
         choose("guidance", guidance, GUIDANCE)
         choose("decoder", decoder, self.decoders)
@@ -146,7 +189,7 @@ class Workbench(AnalysisHandlers):
             ("seed", seed)]}
         B = check("batch_size", batch_size, 1, self.max_batch, True)
         if guidance == "resample" and kw["candidates_cond"] + kw["candidates_uncond"] < 1:
-            raise gr.Error("resampling needs at least one candidate: raise s_c or s_u", title="Out of range")
+            raise refusal("resampling needs at least one candidate: raise s_c or s_u", "Out of range")
         labels = None if label is None else [label] * B
         N, n = self.cfg.tokens, self.cfg.flow_blocks
         ignored, _ = ignored_settings(class_name, guidance, kw["cfg_scale"])
@@ -164,11 +207,11 @@ class Workbench(AnalysisHandlers):
                 progress((step.index + 1, N + 1 + n), desc="AR: drawing latent tokens", unit="steps")
                 if step.index in snapshots:
                     frames.append((png(self._latent_frame(step)), f"latent: Z^I of {step.index + 1}/{N} tokens drawn"))
-                    yield None, None, list(frames), gr.skip()
+                    yield None, None, list(frames), gr.skip(), gr.skip()
             elif step.stage == "redundant":
                 progress((N + 1, N + 1 + n), desc="AF: inverting the flow", unit="steps")
                 frames.append((png(self._latent_frame(step)), "latent: Z^R drawn too (complete)"))
-                yield None, None, list(frames), gr.skip()
+                yield None, None, list(frames), gr.skip(), gr.skip()
             elif step.stage == "block":
                 progress((N + 2 + step.index, N + 1 + n), desc="AF: inverting the flow", unit="steps")
                 last = step.index == n - 1
@@ -176,15 +219,34 @@ class Workbench(AnalysisHandlers):
                 frames.append((png(render.image_frame(step.image, B, pixels=last)),
                                f"inverse {step.index + 1}/{n}: block {n - step.index} of {n} undone"
                                + (" = the image" if last else " (contrast stretched)")))
-                yield None, None, list(frames), gr.skip()
+                yield None, None, list(frames), gr.skip(), gr.skip()
             else:
                 result = step.result
                 break
-        stats = {**result.stats, "class": class_name, "batch_size": B, "seconds": round(compute, 4),
-                 "seconds_per_image": round(compute / B, 5), "checkpoint": str(self.checkpoint)}
+        settings = {"guidance": guidance, "decoder": decoder, **kw}
+        _, unused = ignored_settings(class_name, guidance, kw["cfg_scale"])
+        command = sample_command(self.checkpoint, label, B, settings, str(self.device))
+        counts = {k: v for k, v in result.stats.items() if k in COUNTS or k == "jacobi_mean_iterations"}
+        stats = {"model": self.name, "checkpoint": str(self.checkpoint), "class": class_name, "label": label,
+                 "batch_size": B, **settings, "guidance": result.stats["guidance"],
+                 "cfg_scale": result.stats["cfg_scale"], "guidance_requested": guidance,
+                 "cfg_scale_requested": kw["cfg_scale"], "unused": list(unused),
+                 "grid": f"{grid_columns(B)} images per row, each pixel enlarged (farmer.sampling.image_grid)",
+                 "counts": counts, "counts_explained": {k: COUNTS[k] for k in counts if k in COUNTS},
+                 "seconds": round(compute, 4), "seconds_per_image": round(compute / B, 5),
+                 "device": str(self.device), "command": command,
+                 "command_note": "run from the repository root: the same images (.npy) and grid (PNG, "
+                                 "not enlarged), bit for bit on the same device"}
+        for k in ("denoise", "jacobi_iterations", "jacobi_mean_iterations"):
+            if k in result.stats:
+                stats[k] = result.stats[k]
         if ignored:
             stats["ignored"] = ignored.replace("*", "")
-        yield render.sample_grid(result.images), round(compute, 4), frames, stats
+        report = (f"{self.model_line}: {B} samples, {class_name}, guidance {stats['guidance']}"
+                  + (f" (w = {stats['cfg_scale']:g})" if stats["guidance"] != "none" else "")
+                  + f", decoder {decoder}, seed {kw['seed']}. Every setting is in the JSON below; to redraw "
+                    f"this grid bit for bit, run from the repository root:\n\n```\n{command}\n```")
+        yield render.sample_grid(result.images), round(compute, 4), frames, stats, report
 
     def _prune_frames(self, max_age_s: float = 3600.0) -> None:
         """Delete progressive-view PNGs older than an hour (Gradio has its own copies by then)."""
@@ -235,7 +297,7 @@ class Workbench(AnalysisHandlers):
         choose("source", source, SOURCES)
         if source == "test image":
             if self.test is None:
-                raise gr.Error(self.test_error, title="No test data")
+                raise refusal(self.test_error, "No test data")
             choose("test class", test_class, [ANY_CLASS] + self.classes)
             if test_class == ANY_CLASS:
                 pool = None
@@ -256,17 +318,31 @@ class Workbench(AnalysisHandlers):
             x = farmer.sample(self.model, None if label is None else [label], num_samples=1, seed=seed)
             return x, label, f"a model sample ({self.class_name(label)}, seed {seed}, no guidance)", []
         if upload is None or upload == "":
-            raise gr.Error("Choose an image file to upload first.", title="No file")
+            raise refusal("Choose an image file to upload first.", "No file")
         choose("fit", fit, FITS)
         path = upload if isinstance(upload, (str, Path)) else getattr(upload, "name", None) or upload.get("path")
         conv = load_image(path, self.cfg.image_size, self.cfg.channels, fit=fit, invert=bool(invert))
         notes = list(conv.notes)
-        if conv.variance_kept is not None and conv.variance_kept < 0.5:
-            notes.append(OOD_NOTE)
+        x = torch.from_numpy(conv.pixels)[None].to(self.device)
         if not invert and looks_dark_on_light(conv.pixels):
-            notes.append("hint: a dark object on a light background, but the training images are light-on-dark; "
-                         "try 'invert'")
-        return torch.from_numpy(conv.pixels)[None].to(self.device), None, f"upload {Path(str(path)).name}", notes
+            hint = self._invert_hint(x)
+            if hint:
+                notes.append(hint)
+        return x, None, f"upload {Path(str(path)).name}", notes
+
+    def _invert_hint(self, x: torch.Tensor) -> str:
+        """The 'try invert' hint, only when inverting would make the image look more like the training
+        data by the complexity score (`farmer.ood`): a dark garment on white, yes; noise, no."""
+        from farmer import ood
+        both = torch.cat([x, 255 - x])                                            # (2, C, H, W) as is, inverted
+        with torch.no_grad():
+            bpd = self.model.nll(both, None, seed=NOISE_SEED)["bpd"].double().cpu()
+        complexity = bpd - ood.png_bits_per_dim(both.cpu())
+        if complexity[1] >= complexity[0]:
+            return ""
+        return (f"hint: a dark object on a light background, but the training images are light-on-dark; "
+                f"inverted, its complexity score would drop from {complexity[0]:+.2f} to {complexity[1]:+.2f} "
+                f"bits/dim: try 'invert'")
 
     def test_labels(self) -> np.ndarray:
         """(len(test),) int labels of the test split (read once)."""
@@ -320,18 +396,25 @@ class Workbench(AnalysisHandlers):
             "prior_split_bits_per_dim": {"informative": terms["prior_informative"],
                                          "redundant": terms["prior_redundant"], "total": prior},
             "block_bits_per_dim": per_block, "pixel_bits_sum": float(pixel.sum()),
+            "model": self.name, "map": map_kind(cfg),
         }
+        caution = check_image(self.model, self.ood, x, NOISE_SEED, self.checkpoint)
+        numbers["ood"] = {k: caution[k] for k in ("flagged", "scores", "thresholds")}
+        per_patch = numbers["map"].startswith("per patch")
         summary = (f"**{bpd:.3f} bits/dim** — {what}, scored as {cond}.  \n"
-                   f"Estimator: {numbers['estimator']}.  \n"
+                   f"{self.model_line}; estimator: {numbers['estimator']}.  \n"
                    f"Prior {prior:.3f} bits/dim = informative Z^I {terms['prior_informative']:.3f} + redundant "
                    f"Z^R {terms['prior_redundant']:.3f}; flow −log|det| {terms['flow_neg_logdet']:.3f}; "
-                   f"+7 (log₂ 128) for the [−1, 1] rescale.  \n{map_note(cfg)}")
-        if min(prior, float(pixel.sum(0).min())) < 0:
-            summary += f"  \n{NEGATIVE_BITS}"
+                   f"+7 (log₂ 128) for the [−1, 1] rescale.  \n"
+                   f"**Map {numbers['map']}.**" + (f" {map_note(cfg)}" if per_patch else "")
+                   + f"  \n{caution['text']}")
+        if source == "model sample":
+            summary += f"  \n{SAMPLES_SCORE_WORSE}"
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."
         shown = render.enlarge(render.squeeze(x[0].cpu().numpy().transpose(1, 2, 0)), 224)
-        heat = render.pixel_heatmap(pixel.sum(0), f"bits per pixel (sum {pixel.sum():.0f} = {bpd:.3f} × {D})")
+        heat = render.pixel_heatmap(pixel.sum(0), f"bits per {'pixel, spread over patches' if per_patch else 'pixel'}"
+                                                  f" (sum {pixel.sum():.0f} = {bpd:.3f} × {D}) · {self.name}")
         tokens = render.token_heatmap(grid(m["token_bits"]), grid(m["token_informative_bits"]),
                                       grid(m["token_redundant_bits"]), grid(flow_tok),
                                       f"bits per token ({cfg.patch_size}×{cfg.patch_size} patch)")
@@ -366,8 +449,9 @@ class Workbench(AnalysisHandlers):
         d = b[6]["bits_per_dim"] - a[6]["bits_per_dim"]
         (plo, phi), (tlo, thi) = scales["pixel"], scales["token"]
         note = (f"**B − A = {d:+.3f} bits/dim** ({b[6]['bits_per_dim']:.3f} vs {a[6]['bits_per_dim']:.3f}; "
-                f"{'B' if d > 0 else 'A'} costs more). Shared colour scales: pixel maps {plo:.1f} to {phi:.1f} "
-                f"bits, token maps {tlo:.1f} to {thi:.1f} bits. The difference map sums to {diff.sum():+.1f} "
-                f"bits = {d:+.3f} × {self.cfg.data_dim}.")
+                f"{'B' if d > 0 else 'A'} costs more). A: {a[6]['image']}; B: {b[6]['image']}. "
+                f"{self.model_line}, map {b[6]['map'].split(':')[0]}. Shared colour scales: pixel maps "
+                f"{plo:.1f} to {phi:.1f} bits, token maps {tlo:.1f} to {thi:.1f} bits. The difference map sums "
+                f"to {diff.sum():+.1f} bits = {d:+.3f} × {self.cfg.data_dim}.")
         heat = render.difference_heatmap(diff, "B − A, bits per pixel (red: B costs more, blue: A does)")
         return (*a, *b, note, heat)

@@ -44,6 +44,14 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "noise_draws": (1, 8, True),
     "steps": (3, 16, True),
 }
+# name -> the control's label in the UI, so a refusal names what the user sees as well as the argument
+CONTROLS: dict[str, str] = {
+    "cfg_scale": "w (guidance weight)", "candidates_cond": "s_c", "candidates_uncond": "s_u",
+    "t_pi": "T_π", "t_sigma": "T_σ", "t_pi_verify": "T_π,v", "t_sigma_verify": "T_σ,v", "t_select": "T_s",
+    "seed": "seed", "test_index": "test image index", "variance_scale": "Z^R variance scale",
+    "z_i_noise": "Z^I noise", "draws": "draws", "noise_draws": "dequantisation draws k",
+    "steps": "points on the path", "batch_size": "batch size",
+}
 
 
 def check(name: str, value: Any, low: float | None = None, high: float | None = None,
@@ -56,13 +64,20 @@ def check(name: str, value: Any, low: float | None = None, high: float | None = 
     if ok and math.isfinite(value) and low <= value <= high and (not integer or float(value).is_integer()):
         return int(value) if integer else float(value)
     bound = (lambda b: str(int(b))) if integer else (lambda b: f"{b:g}")       # 2147483647, not 2.14748e+09
-    raise gr.Error(f"{name} must be {kind} from {bound(low)} to {bound(high)}, got {value!r}",
-                   title="Out of range")
+    control = CONTROLS.get(name, name)
+    who = name if control == name else f"{control} ({name})"
+    raise refusal(f"{who} must be {kind} from {bound(low)} to {bound(high)}, got {value!r}; nothing was run",
+                  "Out of range")
+
+
+def refusal(message: str, title: str) -> gr.Error:
+    """gr.Error for an ordinary input mistake: shown to the user, no traceback in the server log."""
+    return gr.Error(message, title=title, print_exception=False)
 
 
 def choose(name: str, value: Any, choices) -> Any:
     if value not in choices:
-        raise gr.Error(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}", title="Unknown option")
+        raise refusal(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}", "Unknown option")
     return value
 
 
@@ -70,7 +85,7 @@ def user_errors(fn):
     """Library ValueErrors (bad image, bad option) -> gr.Error with the library's message.
     Works for generator handlers too (Gradio streams those), keeping the signature."""
     def as_gr(e: ValueError) -> gr.Error:
-        return gr.Error(str(e), title="Cannot do that")
+        return refusal(str(e), "Cannot do that")
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

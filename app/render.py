@@ -8,6 +8,7 @@ browser's smooth scaling would blur exactly what a researcher looks at.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -170,8 +171,14 @@ def line_chart(x: list[float], series: dict[str, list[float]], title: str, xlabe
     return _layout(fig, title, square=False)
 
 
-def strip(images: torch.Tensor, target_height: int = 112) -> np.ndarray:
-    """uint8 (S, C, H, W) -> one row of S enlarged images (a path, left to right)."""
-    row = squeeze(image_grid(images, nrow=images.shape[0]))
-    k = max(1, target_height // row.shape[0])
-    return np.repeat(np.repeat(row, k, axis=0), k, axis=1)
+STRIP_ROW = 8                 # at most this many images per row of a path strip; more wrap onto the next row
+
+
+def strip(images: torch.Tensor, target_width: int = 840) -> np.ndarray:
+    """uint8 (S, C, H, W) -> the S images of a path, left to right, enlarged: one row up to STRIP_ROW
+    images, else rows of equal length (16 points: 2 rows of 8), so no image becomes a thin band."""
+    S = images.shape[0]
+    per_row = math.ceil(S / math.ceil(S / STRIP_ROW))
+    grid = squeeze(image_grid(images, nrow=per_row))
+    k = max(1, target_width // grid.shape[1])
+    return np.repeat(np.repeat(grid, k, axis=0), k, axis=1)
