@@ -250,6 +250,9 @@ class TrainConfig(_JsonConfig):
                                   # "gaussian": x = (q+½)/128 − 1 + σε, the paper's augmentation
     sigma_max: float = 0.1        # gaussian noise σ at step 0 (in [−1, 1] pixel units)
     sigma_min: float = 0.005      # σ at the last step; cosine schedule in between
+    uniform_tail: float = 0.0     # "gaussian" only: train the last fraction of the steps under uniform
+                                  # dequantisation, so the model ends on the bound its bits/dim are scored on
+                                  # (ours, not the paper's); σ then reaches sigma_min where the tail begins
 
     # --- optimisation: AdamW, cosine LR with linear warm-up ---
     batch_size: int = 64          # global batch: split evenly over DDP ranks
@@ -303,6 +306,10 @@ class TrainConfig(_JsonConfig):
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.export_weights in ("ema", "raw"),
              f"export_weights must be 'ema' or 'raw', got {self.export_weights!r}")
+        need(isinstance(self.uniform_tail, (int, float)) and 0 <= self.uniform_tail < 1,
+             f"uniform_tail must be a fraction in [0, 1), got {self.uniform_tail!r}")
+        need(self.uniform_tail == 0 or self.noise == "gaussian",
+             f"uniform_tail needs noise='gaussian' (noise={self.noise!r} is uniform throughout)")
         need(0 <= self.sigma_min <= self.sigma_max, f"need 0 <= sigma_min <= sigma_max, got "
              f"{self.sigma_min!r}, {self.sigma_max!r}")
         need(self.lr > 0 and 0 <= self.lr_min <= self.lr, f"need 0 <= lr_min <= lr and lr > 0, got "

@@ -34,6 +34,15 @@ from .gmm import HALF_LOG_2PI, DiagonalGMM
 
 GUIDANCE = ("none", "naive", "resample")
 RESAMPLE_WEIGHTS = ("paper", "balance")   # Algorithm 1's weights, or the balance heuristic
+
+# Temperatures at which the resampling weights are evaluated and sharpened, by name.
+# EXACT_WEIGHTS make Eq. 15's weights true importance weights (target over proposal):
+# the library's default, chosen by measurement (benchmarks/guidance.py: with them
+# resampling is at least as class-consistent as no guidance at every w in 0.1 … 4,
+# while Table 6's fall below it at w = 0.1). TABLE6_WEIGHTS are the paper's settings
+# (App. Table 6), kept by name:  farmer.sample(..., guidance="resample", **TABLE6_WEIGHTS).
+EXACT_WEIGHTS = {"t_pi_verify": 1.0, "t_sigma_verify": 1.0, "t_select": 1.0}
+TABLE6_WEIGHTS = {"t_pi_verify": 0.1, "t_sigma_verify": 1.0, "t_select": 1.1}
 _CHUNK_ELEMENTS = 1 << 25          # ~128 MB of float32 per log_prob evaluation
 
 
@@ -99,8 +108,8 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
     w = 0: the target is p_c. The literal rule would still admit G_u
     candidates with weight (G_c/G_u)^{T_s} at the verification temperatures,
     which is conditional sampling only for infinite pools and exact
-    temperatures; all G_c candidates carry weight 0, so a uniform pick among
-    i.i.d. G_c draws is one G_c draw. We therefore return a plain conditional
+    temperatures; all G_c candidates carry log-weight 0 (weight 1), so a uniform
+    pick among i.i.d. G_c draws is one G_c draw. We therefore return a plain conditional
     draw at (t_pi, t_sigma) — exact, and the same random stream as no guidance.
     """
     check_guidance_args(w, candidates_cond, candidates_uncond)

@@ -1,0 +1,234 @@
+"""The paper's Table 3 at Fashion-MNIST scale, on today's recipe: each arm at equal compute, with seeds.
+
+FARMER's Table 3 ablates the self-supervised dimension reduction (split /
+none / JetFormer's Z^R ~ N(0, I)), the condition repeat M, the final permute
+and the guidance rule. Here every arm is the `fmnist` preset (DCT mixing in
+front of the flow, the paper's Gaussian noise curriculum σ 0.1 -> 0.005)
+with one change, trained from scratch for the same number of optimizer steps
+(--steps, default 3,000 of batch 64: about 30 minutes of one thread) with its
+cosine LR and noise schedules sized to that run:
+
+    split          FARMER: Z^I (d_I = 6) by the AR, Z^R by one shared GMM G_{N+1}   seeds 0, 1
+    none           no split: the AR models all 16 dimensions of every token         seeds 0, 1
+    jetformer      Z^R ~ N(0, I), ignoring Z^I and the class (JetFormer)            seeds 0, 1
+    M=1            condition repeat 1 instead of the preset's 4                      seed 0
+    permute=none   no final permute between the AF and the AR (preset: reverse)      seed 0
+    dct@split      the DCT just before the split instead of in front of the flow     seed 0
+
+Figures of each run's final EMA weights:
+
+    test bpd       first --test-images test images, uniform dequantisation, single sample,
+                   conditioned on the true class
+    consistency    the project's classifier's accuracy on --samples class-balanced samples,
+                   unguided and guided (resampling CFG, w = 2, exact weights: T_π,v = T_σ,v = T_s = 1)
+    FD             Fréchet distance to the test set in that classifier's feature space
+    Fig. 7 ratio   mean |Δpixel| with Z^R redrawn / with Z^I perturbed, both at v = 1
+                   (first --fig7-images test images; no Z^R in the "none" arm)
+    guidance       split arms only: none / naive / resampling with Table 6 weights
+                   (T_π,v = 0.1, T_s = 1.1) / resampling with exact weights, at w = 1 and 2
+
+The table gives each arm's mean over its seeds and, with two or more seeds,
+the spread (max − min). Each run writes its row to the JSON as soon as it is
+scored (merged under a file lock, so two one-thread workers can share a
+file), keeps checkpoints every 500 steps under --runs, and a rerun skips
+rows already stored and resumes a half-trained run from its checkpoint:
+
+    python benchmarks/table3.py --runs ~/farmer-table3 &                       # every arm, in order
+    python benchmarks/table3.py --arms none jetformer --seeds 1 &              # a second worker
+    python benchmarks/table3.py --table                                        # the stored table
+    python benchmarks/table3.py --steps 20 --samples 50 --test-images 100 --json /tmp/t3.json  # smoke
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import farmer
+from farmer.channels import channel_experiment
+from farmer.checkpoint import latest_checkpoint
+from farmer.config import train_presets
+from farmer.data import load_fashion_mnist
+from farmer.likelihood import evaluate_split
+from farmer.quality import load_classifier, predict, sample_quality
+from farmer.train import train
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from convergence import trainer_clock  # noqa: E402  (the trainer's own clock, shared with convergence.py)
+
+# arm -> (FarmerConfig overrides of the fmnist preset, seeds)
+ARMS: dict[str, tuple[dict, tuple[int, ...]]] = {
+    "split": ({}, (0, 1)),
+    "none": ({"redundant_mode": "none"}, (0, 1)),
+    "jetformer": ({"redundant_mode": "jetformer"}, (0, 1)),
+    "M=1": ({"condition_repeat": 1}, (0,)),
+    "permute=none": ({"final_permute": "none"}, (0,)),
+    "dct@split": ({"mixing_position": "split"}, (0,)),
+}
+EXACT = dict(t_pi_verify=1.0, t_sigma_verify=1.0, t_select=1.0)       # the weights of Eq. 15 as written
+TABLE6 = dict(t_pi_verify=0.1, t_sigma_verify=1.0, t_select=1.1)      # the paper's Table 6 settings
+GUIDED = ("resample_exact", 2.0)                                      # the "guided" column of every arm
+GUIDANCE = {"none": dict(guidance="none"), "naive": dict(guidance="naive"),
+            "resample_table6": dict(guidance="resample", **TABLE6),
+            "resample_exact": dict(guidance="resample", **EXACT)}
+
+
+def quality(model, args, classifier, reference, rule: str, w: float) -> dict:
+    q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=250, seed=1000,
+                       cfg_scale=w, **GUIDANCE[rule])
+    return {"class_consistency": q["class_consistency"], "fd": q["fd"], "seconds_per_image": q["seconds_per_image"]}
+
+
+def score(model: farmer.Farmer, arm: str, args, test, classifier, reference) -> dict:
+    """Every figure of one trained model (see the module docstring)."""
+    n, m = args.test_images, args.fig7_images
+    ev = evaluate_split(model, test.images[:n], test.labels[:n], batch_size=500, seed=0)
+    out = {"test_bpd": ev["bpd"], "test_bpd_stderr": ev["bpd_stderr"],
+           "unguided": quality(model, args, classifier, reference, "none", 0.0),
+           "guided": quality(model, args, classifier, reference, *GUIDED)}
+    if model.cfg.redundant_mode == "none":
+        out["fig7"] = None                                              # no Z^R to redraw
+    else:
+        fig7 = channel_experiment(model, test.images[:m], test.labels[:m], variance=1.0, seed=0)
+        out["fig7"] = {k: fig7[k] for k in ("redraw_redundant", "perturb_informative", "both", "ratio")}
+    if arm == "split":
+        out["guidance"] = {f"{rule}_w{w:g}": quality(model, args, classifier, reference, rule, w)
+                           for rule in ("naive", "resample_table6", "resample_exact") for w in (1.0, 2.0)}
+    return out
+
+
+def run_one(arm: str, seed: int, args, test, classifier, reference) -> dict:
+    over, _ = ARMS[arm]
+    mcfg = farmer.presets["fmnist"].replace(**over)
+    tcfg = train_presets["fmnist"].replace(steps=args.steps, seed=seed, sample_every=0, ckpt_every=500,
+                                           keep_checkpoints=1, warmup_steps=min(200, args.steps // 10),
+                                           log_every=min(10, max(1, args.steps // 20)))
+    run_dir = Path(args.runs).expanduser() / f"{arm.replace('=', '-').replace('@', '-at-')}-s{seed}-{args.steps}"
+    resume = latest_checkpoint(run_dir) is not None
+    torch.set_num_threads(args.threads)
+    print(f"[{arm} seed {seed}] {args.steps} steps of batch {tcfg.batch_size} on {args.threads} thread(s)"
+          f"{' (resuming)' if resume else ''} -> {run_dir}", flush=True)
+    t0 = time.time()
+    result = train(mcfg, tcfg, run_dir, resume=resume, progress=False, log=lambda s: None)
+    wall = time.time() - t0
+    train_s = trainer_clock(run_dir / "metrics.jsonl", tcfg.batch_size)(args.steps)
+    figures = score(result.ema.eval(), arm, args, test, classifier, reference)
+    row = {"arm": arm, "seed": seed, "steps": args.steps, "threads": args.threads, "train_seconds": train_s,
+           "wall_seconds_this_process": wall, "model": mcfg.to_dict(), "train": tcfg.to_dict(),
+           "samples": args.samples, "test_images": args.test_images, "fig7_images": args.fig7_images,
+           "guided_setting": {"rule": GUIDED[0], "cfg_scale": GUIDED[1], **EXACT}, **figures}
+    print(f"[{arm} seed {seed}] bpd {row['test_bpd']:.3f}, consistency {row['unguided']['class_consistency']:.3f}"
+          f" / {row['guided']['class_consistency']:.3f}, FD {row['unguided']['fd']:.1f} / {row['guided']['fd']:.1f}"
+          f", trained {train_s / 60:.1f} min", flush=True)
+    return row
+
+
+# ------------------------------------------------------------------------------------------- the table
+def _stat(values: list[float], fmt: str, scale: float = 1.0) -> str:
+    """'mean' for one seed, 'mean ± half-range (n)' for several: the spread shown is (max − min)/2."""
+    v = [scale * x for x in values if x is not None]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return format(v[0], fmt)
+    return f"{format(statistics.mean(v), fmt)} ± {format((max(v) - min(v)) / 2, fmt)}"
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """arm -> {figure: [per-seed values]} for the rows of one step budget."""
+    out: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: r["seed"]):
+        a = out.setdefault(r["arm"], {"seeds": [], "minutes": [], "bpd": [], "cons_u": [], "cons_g": [],
+                                      "fd_u": [], "fd_g": [], "fig7": []})
+        a["seeds"].append(r["seed"])
+        a["minutes"].append(r["train_seconds"] / 60)
+        a["bpd"].append(r["test_bpd"])
+        a["cons_u"].append(r["unguided"]["class_consistency"])
+        a["cons_g"].append(r["guided"]["class_consistency"])
+        a["fd_u"].append(r["unguided"]["fd"])
+        a["fd_g"].append(r["guided"]["fd"])
+        a["fig7"].append(r["fig7"]["ratio"] if r["fig7"] else None)
+    return out
+
+
+def print_table(rows: list[dict]) -> None:
+    for steps in sorted({r["steps"] for r in rows}):
+        summary = summarise([r for r in rows if r["steps"] == steps])
+        print(f"\n{steps} steps per run; mean ± half the range over the seeds listed; guided = resampling "
+              f"CFG w = {GUIDED[1]:g}, exact weights\n\n| arm | seeds | minutes trained | test bpd | "
+              f"consistency unguided | consistency guided | FD unguided | FD guided | Fig. 7 ratio |\n"
+              f"| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for arm in [a for a in ARMS if a in summary]:
+            a = summary[arm]
+            print(f"| {arm} | {','.join(map(str, a['seeds']))} | {_stat(a['minutes'], '.0f')} | "
+                  f"{_stat(a['bpd'], '.3f')} | {_stat(a['cons_u'], '.1f', 100)}% | {_stat(a['cons_g'], '.1f', 100)}% | "
+                  f"{_stat(a['fd_u'], '.1f')} | {_stat(a['fd_g'], '.1f')} | {_stat(a['fig7'], '.2f')} |")
+        guided = [r for r in rows if r["steps"] == steps and r.get("guidance")]
+        if guided:
+            print(f"\nGuidance on the split arm (seeds {','.join(str(r['seed']) for r in guided)}): "
+                  f"consistency / FD\n\n| rule | w = 1 | w = 2 |\n| --- | --- | --- |")
+            print(f"| none | {_stat([r['unguided']['class_consistency'] for r in guided], '.1f', 100)}% / "
+                  f"{_stat([r['unguided']['fd'] for r in guided], '.1f')} | (same) |")
+            for rule in ("naive", "resample_table6", "resample_exact"):
+                cells = []
+                for w in (1, 2):
+                    g = [r["guidance"][f"{rule}_w{w}"] for r in guided]
+                    cells.append(f"{_stat([x['class_consistency'] for x in g], '.1f', 100)}% / "
+                                 f"{_stat([x['fd'] for x in g], '.1f')}")
+                print(f"| {rule} | {cells[0]} | {cells[1]} |")
+
+
+def _merge(path: Path, row: dict) -> None:
+    with open(path.with_suffix(".lock"), "w") as lock:                        # parallel workers merge safely
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.exists() else {"runs": []}
+        key = lambda r: (r["arm"], r["seed"], r["steps"])                     # noqa: E731
+        old["runs"] = [r for r in old["runs"] if key(r) != key(row)] + [row]
+        path.write_text(json.dumps(old, indent=2))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="arms to run (default all)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="only these seeds (default: each arm's own seeds, see ARMS)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps per run (default 3000, batch 64)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--samples", type=int, default=1000, help="samples per guidance setting (default 1000)")
+    p.add_argument("--test-images", type=int, default=2000, help="test images for bits/dim (default 2000)")
+    p.add_argument("--fig7-images", type=int, default=100, help="test images for the Fig. 7 ratio (default 100)")
+    p.add_argument("--runs", default="runs/table3", help="where the training runs and their checkpoints go")
+    p.add_argument("--json", default=str(HERE / "table3.json"), help="results file (merged)")
+    p.add_argument("--table", action="store_true", help="print the stored table and exit")
+    args = p.parse_args()
+    if args.steps < 1 or args.samples < 2 or args.test_images < 1 or args.fig7_images < 1:
+        p.error("--steps, --test-images and --fig7-images must be >= 1 and --samples >= 2")
+    path = Path(args.json)
+    stored = json.loads(path.read_text())["runs"] if path.exists() else []
+    if args.table:
+        print_table(stored)
+        return 0
+    done = {(r["arm"], r["seed"], r["steps"]) for r in stored}
+    todo = [(arm, s) for arm in args.arms for s in ARMS[arm][1]
+            if (args.seeds is None or s in args.seeds) and (arm, s, args.steps) not in done]
+    print(f"{len(todo)} run(s) to do: {todo}", flush=True)
+    if todo:
+        test = load_fashion_mnist("test")
+        classifier, _ = load_classifier(HERE.parent / "checkpoints" / "fmnist-classifier")
+        reference = predict(classifier, test.images)[1]
+    for arm, seed in todo:
+        _merge(path, run_one(arm, seed, args, test, classifier, reference))
+    print_table(json.loads(path.read_text())["runs"] if path.exists() else [])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
