@@ -8,19 +8,20 @@ TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: install test test-fast app lab notebooks clean
+.PHONY: install test test-fast app docs lab notebooks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-# The whole suite: unit tests, notebooks (nbmake) when there are any, browser tests.
-test: $(STAMP)
+# The whole suite: the documentation site built strictly (tests/test_docs.py opens it in chromium),
+# unit tests, browser tests, then the notebooks (nbmake) when there are any.
+test: $(STAMP) docs
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 notebooks; fi
@@ -29,9 +30,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
+# The Gradio app on the shipped sample model: http://127.0.0.1:7860 (APP_ARGS="--checkpoint DIR --port N")
+APP_ARGS ?=
 app: $(STAMP)
-	@if [ -f app/__main__.py ]; then $(BIN)/python -m app; else \
-		echo "The Gradio app is not built yet (see the open issue 'The Gradio app'); the library, CLI and tests are ready: make test"; exit 1; fi
+	$(BIN)/python -m app $(APP_ARGS)
+
+# The documentation site, strictly (a broken link, a missing page or an unresolved reference fails it):
+# build/site/index.html. The notebooks are rendered with their stored outputs, not executed.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+	@echo "documentation site: build/site/index.html"
 
 # --allow-root only where it is needed (containers often run as root; Jupyter refuses otherwise)
 lab: $(STAMP)
@@ -47,4 +55,4 @@ notebooks: $(STAMP)
 	@ls -l notebooks/0*.ipynb
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build/site
