@@ -79,8 +79,9 @@ def sample_tab(shelf, run: dict, ok) -> None:
         with gr.Column(scale=2):
             grid = gr.Image(label="samples (the whole batch)", type="numpy", format="png",
                             interactive=False, elem_id="sample-grid", height=460)
+            # a number (the API returns a float); hidden until the first run, as Gradio shows 0 for "no value"
             seconds = gr.Number(None, label="seconds (the model's work, without drawing pictures)",
-                                placeholder="not run yet", interactive=False, elem_id="sample-seconds")
+                                interactive=False, visible=False, elem_id="sample-seconds")
             report = gr.Markdown(elem_id="sample-report")
             frames = gr.Gallery(label="progressive view: latent tokens filling in, then each flow block "
                                       "inverted (every sample of the batch)",
@@ -92,7 +93,7 @@ def sample_tab(shelf, run: dict, ok) -> None:
                 stats = gr.JSON(label="settings and guidance counts", elem_id="sample-stats")
     inputs = [model, cls, guidance, w, s_c, s_u, t_pi, t_sigma, t_pi_v, t_sigma_v, t_sel, seed, batch, decoder]
     ok(go.click(routed(shelf, "sample", name), inputs, [grid, seconds, frames, stats, report],
-                api_name="sample", **run))
+                api_name="sample", **run)).success(lambda: gr.Number(visible=True), None, seconds, **PRIVATE)
 
     def flag(class_name, guidance_name, weight):
         """The note next to the guidance control, and the unused controls greyed out."""

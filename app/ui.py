@@ -29,6 +29,7 @@ CSS = """
 .farmer-gallery .grid-wrap { max-height: none !important; height: auto !important; overflow: visible !important; }
 .farmer-gallery .thumbnail-item { height: auto !important; aspect-ratio: auto !important; flex-direction: column; }
 .farmer-gallery .thumbnail-item img { height: auto !important; }
+.farmer-gallery .grid-container { padding-top: 40px !important; }   /* below the floating label and toolbar */
 """
 INFO = {   # one line of help under each guidance control (DESIGN §1.5, the paper's Table 6)
     "cfg_scale": "guidance weight: target p′ ∝ p_c·(p_c / p_u)^w; 0 = plain conditional sampling",
@@ -60,10 +61,8 @@ def model_note(shelf: Shelf, name: str, view: str) -> str:
 
 def model_picker(shelf: Shelf, view: str) -> tuple[gr.Dropdown, gr.Markdown]:
     name = shelf.defaults[view]
-    with gr.Row():
-        pick = gr.Dropdown(shelf.names, value=name, label="model", scale=1, min_width=200,
-                           interactive=len(shelf) > 1, elem_id=f"{view}-model")
-        note = gr.Markdown(model_note(shelf, name, view), elem_id=f"{view}-model-note")
+    pick = gr.Dropdown(shelf.names, value=name, label="model", interactive=len(shelf) > 1, elem_id=f"{view}-model")
+    note = gr.Markdown(model_note(shelf, name, view), elem_id=f"{view}-model-note")
     pick.change(lambda n: model_note(shelf, n, view), pick, note, queue=False, api_visibility="private",
                 show_progress="hidden")
     return pick, note

@@ -17,7 +17,7 @@ from farmer.data import HOW_TO_GET_FMNIST
 
 from app import DEFAULT_CHECKPOINT, Workbench, build_app                       # noqa: E402 (path set above)
 from app import render
-from app.handlers import GUIDED_ONLY, OOD_NOTE, RESAMPLE_ONLY, check, ignored_settings
+from app.handlers import GUIDED_ONLY, RESAMPLE_ONLY, check, ignored_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,7 +57,7 @@ def test_default_checkpoint_is_the_shipped_model_whatever_the_cwd(wb, monkeypatc
 def test_sample_streams_the_progressive_view_then_the_grid(wb, cls, guidance, decoder):
     if decoder not in wb.decoders:
         pytest.skip("this checkpoint has no distilled student")
-    yields, (grid, seconds, frames, stats) = last(wb.sample(cls, guidance, 2.0, seed=3, batch_size=2,
+    yields, (grid, seconds, frames, stats, report) = last(wb.sample(cls, guidance, 2.0, seed=3, batch_size=2,
                                                             decoder=decoder))
     n = wb.cfg.flow_blocks
     assert len(yields) == 3 + 1 + n + 1                                        # token snapshots, Z^R, blocks, done
@@ -68,6 +68,7 @@ def test_sample_streams_the_progressive_view_then_the_grid(wb, cls, guidance, de
     assert len(frames) == 3 + 1 + n and all(png(f).dtype == np.uint8 for f, _ in frames)
     assert "tokens drawn" in frames[0][1] and f"block 1 of {n}" in frames[-1][1]
     assert stats["batch_size"] == 2 and stats["decoder"] == decoder and stats["class"] == cls
+    assert stats["model"] == wb.name and f"`{wb.name}`" in report and stats["command"] in report
     assert stats["guidance"] == ("none" if cls == "unconditional" else guidance)
     if decoder in ("jacobi", "hybrid"):                                        # iterations per block, shown
         assert len(stats["jacobi_iterations"]) == n and 1 <= stats["jacobi_mean_iterations"] <= wb.cfg.tokens - 1
@@ -89,9 +90,9 @@ def test_ignored_settings_are_named(cls, guidance, w, flagged, unused):
 
 
 def test_an_ignored_setting_is_in_the_stats_and_matches_what_ran(wb):
-    *_, (_, _, _, stats) = wb.sample("unconditional", "resample", 4.0, seed=1, batch_size=1)
+    *_, (_, _, _, stats, _) = wb.sample("unconditional", "resample", 4.0, seed=1, batch_size=1)
     assert stats["guidance"] == "none" and stats["cfg_scale"] == 0.0 and "ignored" in stats["ignored"]
-    *_, (_, _, _, stats) = wb.sample("Trouser", "resample", 4.0, seed=1, batch_size=1)
+    *_, (_, _, _, stats, _) = wb.sample("Trouser", "resample", 4.0, seed=1, batch_size=1)
     assert stats["guidance"] == "resample" and "ignored" not in stats
 
 
@@ -104,7 +105,7 @@ def test_integer_bounds_are_written_as_integers():
 
 def test_every_frame_of_the_progressive_view_shows_the_whole_batch(wb):
     B = 10                                                                     # more than 8, not a square
-    *_, (grid, _, frames, _) = wb.sample("Sneaker", "none", seed=2, batch_size=B)
+    *_, (grid, _, frames, _, _) = wb.sample("Sneaker", "none", seed=2, batch_size=B)
     cells = render.image_frame(torch.zeros(B, 1, 28, 28), B, pixels=True).shape
     assert all(png(f).shape[:2] == cells[:2] for f, _ in frames)
     assert cells[:2] != render.image_frame(torch.zeros(B, 1, 28, 28), 8, pixels=True).shape[:2]
@@ -115,7 +116,7 @@ def test_every_frame_of_the_progressive_view_shows_the_whole_batch(wb):
 
 
 def test_sample_grid_is_the_library_sample(wb):
-    *_, (grid, _, frames, _) = wb.sample("Sneaker", "resample", 1.5, 3, 2, 1.0, 0.9, 0.2, 1.0, 1.1, seed=7,
+    *_, (grid, _, frames, _, _) = wb.sample("Sneaker", "resample", 1.5, 3, 2, 1.0, 0.9, 0.2, 1.0, 1.1, seed=7,
                                          batch_size=3, decoder="sequential")
     imgs = farmer.sample(wb.model, [7, 7, 7], guidance="resample", cfg_scale=1.5, candidates_cond=3,
                          candidates_uncond=2, t_pi=1.0, t_sigma=0.9, t_pi_verify=0.2, t_sigma_verify=1.0,
@@ -199,7 +200,8 @@ def test_upload_notes_flat_noise_tiny_images_and_the_invert_hint(wb, tmp_path):
     Image.fromarray(rng.randint(0, 256, (200, 300, 3)).astype(np.uint8)).save(tmp_path / "noise.png")
     *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "noise.png"))
     notes = numbers["conversion"]
-    assert any("variance" in n for n in notes) and OOD_NOTE in notes and not any("invert" in n for n in notes)
+    assert any("variance" in n for n in notes) and not any("invert" in n for n in notes)   # noise: no hint
+    assert numbers["ood"]["flagged"]                                           # but an OOD caution
     Image.fromarray(np.full((28, 28), 128, np.uint8)).save(tmp_path / "grey.png")
     *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "grey.png"))
     assert not any("invert" in n for n in numbers["conversion"])              # flat mid-grey: no hint
@@ -379,7 +381,7 @@ def test_another_checkpoint_via_the_checkpoint_argument(tmp_path):
     wb = Workbench(tmp_path / "tiny", max_batch=2)
     assert wb.cfg == model.cfg and wb.decoders == ("sequential", "jacobi")  # no student in this one
     assert wb.test is None and "No test images" in wb.test_error               # 8×8 model, 28×28 data
-    *_, (grid, seconds, frames, stats) = wb.sample(wb.class_choices[-1], "resample", batch_size=2)
+    *_, (grid, seconds, frames, stats, _) = wb.sample(wb.class_choices[-1], "resample", batch_size=2)
     assert grid.dtype == np.uint8 and seconds > 0 and stats["checkpoint"] == str(tmp_path / "tiny")
     with pytest.raises(gr.Error, match="No test images"):
         wb.likelihood("test image")
