@@ -51,11 +51,12 @@ from . import checkpoint as ckpt
 from . import sharding
 from .config import FarmerConfig, TrainConfig
 from .data_init import data_dependent_init_
-from .distributed import Dist, peak_per_rank, setup
+from .distributed import Dist, peak_per_rank, setup, teardown
 from .data import ImageDataset, cosine_sigma, iterate_batches, load_dataset, make_generator
 from .layers import Transformer, set_activation_checkpointing
 from .likelihood import LN2, LN128
 from .model import Farmer
+from .run_folder import check_resume_mode, claim
 
 
 class TrainingAborted(RuntimeError):
@@ -130,17 +131,32 @@ def noisy_batch(x: torch.Tensor, cfg: TrainConfig, step: int, positions: list[in
     shape = tuple(x.shape[1:])
     rows = max(1, (1 << 24) // x[0].numel())
     noise = torch.empty(x.shape, device=x.device)                              # (b, C, H, W)
-    draw = torch.rand if cfg.noise == "uniform" else torch.randn
+    sigma = noise_sigma(step, cfg)
+    draw = torch.rand if sigma is None else torch.randn
     for c0 in range(0, global_batch, rows):
         chunk = draw((min(rows, global_batch - c0), *shape), generator=g, device=x.device)
         mine = [(j, m - c0) for j, m in enumerate(positions) if c0 <= m < c0 + chunk.shape[0]]
         if mine:
             local, row = zip(*mine)
             noise[list(local)] = chunk[list(row)]
-    if cfg.noise == "uniform":                                                 # data.dequantize_uniform
+    if sigma is None:                                                          # data.dequantize_uniform
         return (x.float() + noise) / 128.0 - 1.0
-    sigma = cosine_sigma(step, cfg.steps, cfg.sigma_max, cfg.sigma_min)       # data.add_gaussian_noise
-    return (x.float() + 0.5) / 128.0 - 1.0 + sigma * noise
+    return (x.float() + 0.5) / 128.0 - 1.0 + sigma * noise                    # data.add_gaussian_noise
+
+
+def noise_sigma(step: int, cfg: TrainConfig) -> float | None:
+    """The Gaussian σ of `step`, or None where the step uses uniform dequantisation.
+
+    With noise="gaussian" σ follows the cosine schedule from sigma_max to
+    sigma_min over the Gaussian phase: the whole run, or the steps before a
+    `uniform_tail` (the last fraction of the run, dequantised uniformly).
+    """
+    if cfg.noise == "uniform":
+        return None
+    gaussian_steps = cfg.steps - int(round(cfg.uniform_tail * cfg.steps))
+    if step >= gaussian_steps:
+        return None
+    return cosine_sigma(step, gaussian_steps, cfg.sigma_max, cfg.sigma_min)
 
 
 class _LossModule(nn.Module):
@@ -163,37 +179,70 @@ def _write(line: str) -> None:
 
 # ============================================================================ the loop
 def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *,
-          resume: bool = False, dry_run: bool = False, progress: bool = True,
+          resume: bool | str = False, replace: bool = False, dry_run: bool = False, progress: bool = True,
           dataset: ImageDataset | None = None, log: Callable[[str], None] | None = None,
           checkpoints: bool = True) -> TrainResult:
     """Train a FARMER model; see the module docstring. Files written under out_dir (rank 0):
 
     metrics.jsonl (one JSON record per log_every steps), checkpoints/step_*/ and
-    checkpoints/latest, loss_curve.png, samples/step_*.png. resume=True continues
-    from out_dir's newest checkpoint. dry_run=True runs two steps into a
-    temporary folder and deletes it. `dataset` overrides cfg.data.
-    checkpoints=False writes no checkpoint at all (benchmarks of the step).
+    checkpoints/latest, loss_curve.png, samples/step_*.png. A run folder belongs
+    to one run (farmer/run_folder.py): resume=False refuses a folder that holds
+    a run unless replace=True (which deletes that run's files first);
+    resume=True continues out_dir's newest checkpoint and refuses a folder
+    without one; resume="auto" resumes if there is a checkpoint, else starts.
+    dry_run=True runs two steps into a temporary folder and deletes it.
+    `dataset` overrides cfg.data. checkpoints=False writes no checkpoint at all
+    (benchmarks of the step).
     """
     model_cfg, cfg = model_cfg.validate(), cfg.validate()
+    check_resume_mode(resume)
     dd = setup(cfg.device, cfg.fsdp)
     say = (log or _write) if dd.main else (lambda s: None)
     tmp_out = None
     if dry_run or out_dir is None:
         tmp_out = out_dir = tempfile.mkdtemp(prefix="farmer-dry-run-")
         cfg = cfg.replace(steps=min(cfg.steps, 2)) if dry_run else cfg
+        resume, replace = False, False
     out = Path(out_dir)
+    ok = False
     try:
-        return _train(model_cfg, cfg, out, dd, say, resume, dataset, progress, keep_files=tmp_out is None,
-                      checkpoints=checkpoints)
+        last = _claim(out, resume, replace, dd)
+        result = _train(model_cfg, cfg, out, dd, say, last, dataset, progress, keep_files=tmp_out is None,
+                        checkpoints=checkpoints)
+        ok = True
+        return result
     finally:
         if tmp_out is not None and dd.main:
             shutil.rmtree(tmp_out, ignore_errors=True)
-        if dd.owns_group:
-            dist.destroy_process_group()
+        teardown(dd, ok)
+
+
+def _claim(out: Path, resume: bool | str, replace: bool, dd: Dist) -> Path | None:
+    """run_folder.claim on rank 0, before any rank writes; every rank gets the verdict (a collective).
+
+    Returns the checkpoint to resume from (None: a fresh start). A refusal is a
+    ValueError on every rank: rank 0's names the folder and the flags."""
+    error: ValueError | None = None
+    last = None
+    if dd.main:
+        try:
+            last = claim(out, resume, replace)
+        except ValueError as e:
+            error = e
+    if dd.world > 1:                                                    # rank 0's verdict, to every rank
+        flag = torch.tensor([float(error is not None)], device=dd.device)
+        dist.all_reduce(flag)
+        if not dd.main:
+            if flag.item():
+                raise ValueError(f"rank 0 refused the run folder {out} (its message says why)")
+            last = ckpt.latest_checkpoint(out) if resume else None
+    if error is not None:
+        raise error
+    return last
 
 
 def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: Callable[[str], None],
-           resume: bool, dataset: ImageDataset | None, progress: bool, keep_files: bool,
+           last: Path | None, dataset: ImageDataset | None, progress: bool, keep_files: bool,
            checkpoints: bool = True) -> TrainResult:
     from tqdm.auto import tqdm
     data = dataset if dataset is not None else load_dataset(cfg.data, "train", model_cfg, cfg.data_dir,
@@ -210,7 +259,6 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: 
     if steps_per_epoch == 0:
         raise ValueError(f"data set {getattr(data, 'name', '')} has {len(data)} images, fewer than batch_size {B}")
 
-    last = ckpt.latest_checkpoint(out) if resume else None
     if last is not None:                                                # before anything is built
         _check_resumable(last, model_cfg, cfg.fsdp)
     if cfg.fsdp and dd.device.type == "cpu":
@@ -235,11 +283,8 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: 
     opt = make_optimizer(model, cfg)
     start, bad_total = 0, 0
 
-    if resume:
-        if last is None:
-            say(f"--resume: no checkpoint in {out / 'checkpoints'}, starting from step 0")
-        else:
-            start, bad_total = _restore(last, model, ema, opt, model_cfg, cfg, say, data)
+    if last is not None:
+        start, bad_total = _restore(last, model, ema, opt, model_cfg, cfg, say, data)
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out / "metrics.jsonl", start)
@@ -254,6 +299,10 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: 
     D = model_cfg.data_dim
     sampler = DistributedSampler(range(len(data)), num_replicas=W, rank=dd.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=False)
+    if cfg.warmup_steps >= cfg.steps and start < cfg.steps:
+        say(f"warning: the warm-up ({cfg.warmup_steps} steps) is not shorter than the run ({cfg.steps} steps): the "
+            f"learning rate ends at {lr_at(cfg.steps - 1, cfg):.2g} of {cfg.lr:g} and never decays; pass "
+            f"--warmup-steps {cfg.steps // 10} or fewer, or more --steps")
     say(f"data {getattr(data, 'name', type(data).__name__)}: {len(data)} images, {steps_per_epoch} steps/epoch; "
         f"model {model.num_parameters()['total']:,} parameters; {W} process(es) on {dd.device}"
         f"{' (FSDP: weights, gradients and AdamW state sharded)' if cfg.fsdp else ''}; steps {start}..{cfg.steps}")
@@ -335,8 +384,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: 
                       "prior_informative": m[1], "prior_redundant": m[2], "logdet": m[3], "lr": lr,
                       "grad_norm": grad_norm, "images_per_s": n_steps * B / dt, "bad_steps": bad_total,
                       "bad_files": len(bad_files) + len(skipped),
-                      "sigma": cosine_sigma(step, cfg.steps, cfg.sigma_max, cfg.sigma_min)
-                      if cfg.noise == "gaussian" else 0.0, "time": time.time()}
+                      "sigma": noise_sigma(step, cfg) or 0.0, "time": time.time()}
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(bpd=f"{record['bpd']:.3f}", img_s=f"{record['images_per_s']:.0f}")
