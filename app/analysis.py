@@ -228,6 +228,9 @@ class AnalysisHandlers:
                    f"(ends {norm['linear'][0]:.1f} and {norm['linear'][-1]:.1f}). The linear path shrinks the "
                    f"latent towards the prior's centre; the spherical one keeps its norm.  \n"
                    f"Estimator: {walks['linear']['estimator']}.")
+        if "model sample" in (a_source, b_source):
+            from .handlers import SAMPLES_SCORE_WORSE
+            summary += f"  \n{SAMPLES_SCORE_WORSE}"
         notes = notes_a + notes_b
         if notes:
             summary += "  \n**Converted:** " + "; ".join(notes) + "."

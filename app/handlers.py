@@ -7,9 +7,9 @@ sliders show the same ranges, but a client can send anything — and turns a
 bad value, or a ValueError from the library, into `gr.Error` with a message,
 so a user sees what to change and never a traceback.
 
-The Sample and Likelihood handlers, and the image picking every tab uses,
-are here; the Channels, Classify and Interpolate handlers are in
-`app.analysis`, a mixin `Workbench` inherits, and the option names, ranges
+The Sample and Likelihood handlers are here; the image picking every tab
+uses is `app.picking`, the Channels, Classify and Interpolate handlers are in
+`app.analysis`, mixins `Workbench` inherits, and the option names, ranges
 and checks they all share are in `app.inputs` (re-exported here, so
 `from app.handlers import check, RANGES` still works).
 """
@@ -32,7 +32,6 @@ import farmer
 from farmer.mixing import map_note
 from farmer.checkpoint import read_config, resolve
 from farmer.data import FMNIST_CLASSES, load_dataset
-from farmer.images import FITS, load_image, looks_dark_on_light
 from farmer.layers import unpatchify
 from farmer.likelihood import LN2, estimator_name
 from farmer.sampling import sample_steps
@@ -40,6 +39,7 @@ from farmer.sampling import sample_steps
 from . import render
 from .analysis import REFERENCE_IMAGES, AnalysisHandlers  # noqa: F401  (re-exported)
 from .caution import OodReference, check_image
+from .picking import ImagePicking
 from .inputs import (ANY_CLASS, DECODERS, GUIDANCE, NOISE_SEED, OWN_LABEL, RANGES, SOURCES,  # noqa: F401
                      UNCONDITIONAL, Z_I_MODES, Z_R_MODES, check, choose, refusal, user_errors)
 from .models import map_kind, recommended_sampling
@@ -109,7 +109,7 @@ def frames_folder() -> Path:
 _TEST_SETS: dict[tuple, Any] = {}           # (data, split config, folder) -> the test split, read once per process
 
 
-class Workbench(AnalysisHandlers):
+class Workbench(ImagePicking, AnalysisHandlers):
     """One model (loaded once) and the handlers. `checkpoint` defaults to the shipped sample model;
     `app.models.Shelf` holds several and gives each `name` (the folder name)."""
 
@@ -190,6 +190,10 @@ class Workbench(AnalysisHandlers):
         B = check("batch_size", batch_size, 1, self.max_batch, True)
         if guidance == "resample" and kw["candidates_cond"] + kw["candidates_uncond"] < 1:
             raise refusal("resampling needs at least one candidate: raise s_c or s_u", "Out of range")
+        # the sampler settings without a control come from the card like `farmer sample`'s (default:
+        # the paper's weights, no denoising); they are in the settings JSON and the command
+        kw["resample_weights"] = self.recommended.get("resample_weights", "paper")
+        kw["denoise"] = float(self.recommended.get("denoise", 0.0))
         labels = None if label is None else [label] * B
         N, n = self.cfg.tokens, self.cfg.flow_blocks
         ignored, _ = ignored_settings(class_name, guidance, kw["cfg_scale"])
@@ -237,7 +241,7 @@ class Workbench(AnalysisHandlers):
                  "device": str(self.device), "command": command,
                  "command_note": "run from the repository root: the same images (.npy) and grid (PNG, "
                                  "not enlarged), bit for bit on the same device"}
-        for k in ("denoise", "jacobi_iterations", "jacobi_mean_iterations"):
+        for k in ("jacobi_iterations", "jacobi_mean_iterations"):
             if k in result.stats:
                 stats[k] = result.stats[k]
         if ignored:
@@ -288,81 +292,6 @@ class Workbench(AnalysisHandlers):
                 f"*Flow frames:* the flow maps image → latent through blocks 1 … {cfg.flow_blocks}; sampling "
                 f"inverts it the other way round, block {cfg.flow_blocks} first and block 1 last, so the frames "
                 f"count down; the last one is the image. Every frame shows all the samples of the batch.")
-
-    # ------------------------------------------------------------------ picking an image
-    def pick_image(self, source: str, test_class: str = ANY_CLASS, test_index: int = 0,
-                   sample_class: str = UNCONDITIONAL, sample_seed: int = 0, upload: Any = None,
-                   fit: str = "pad", invert: bool = False) -> tuple[torch.Tensor, int | None, str, list[str]]:
-        """-> uint8 (1, C, H, W), its own label (or None), a description, conversion notes."""
-        choose("source", source, SOURCES)
-        if source == "test image":
-            if self.test is None:
-                raise refusal(self.test_error, "No test data")
-            choose("test class", test_class, [ANY_CLASS] + self.classes)
-            if test_class == ANY_CLASS:
-                pool = None
-                i = check("test_index", test_index, 0, len(self.test) - 1, True)
-            else:
-                labels = self.test_labels()
-                pool = np.flatnonzero(labels == self.classes.index(test_class))
-                i = int(pool[check("test_index", test_index, 0, len(pool) - 1, True)])
-            x, y = self.test.get_batch([i])
-            label = int(y[0]) if self.cfg.num_classes else None
-            what = f"test image #{i}" + (f" ({self.classes[label]})" if label is not None else "")
-            if pool is not None:
-                what += f", number {test_index} of the {len(pool)} of its class"
-            return x.to(self.device), label, what, []
-        if source == "model sample":
-            label = self.label_of(sample_class, "sample class")
-            seed = check("seed", sample_seed)
-            x = farmer.sample(self.model, None if label is None else [label], num_samples=1, seed=seed)
-            return x, label, f"a model sample ({self.class_name(label)}, seed {seed}, no guidance)", []
-        if upload is None or upload == "":
-            raise refusal("Choose an image file to upload first.", "No file")
-        choose("fit", fit, FITS)
-        path = upload if isinstance(upload, (str, Path)) else getattr(upload, "name", None) or upload.get("path")
-        conv = load_image(path, self.cfg.image_size, self.cfg.channels, fit=fit, invert=bool(invert))
-        notes = list(conv.notes)
-        x = torch.from_numpy(conv.pixels)[None].to(self.device)
-        if not invert and looks_dark_on_light(conv.pixels):
-            hint = self._invert_hint(x)
-            if hint:
-                notes.append(hint)
-        return x, None, f"upload {Path(str(path)).name}", notes
-
-    def _invert_hint(self, x: torch.Tensor) -> str:
-        """The 'try invert' hint, only when inverting would make the image look more like the training
-        data by the complexity score (`farmer.ood`): a dark garment on white, yes; noise, no."""
-        from farmer import ood
-        both = torch.cat([x, 255 - x])                                            # (2, C, H, W) as is, inverted
-        with torch.no_grad():
-            bpd = self.model.nll(both, None, seed=NOISE_SEED)["bpd"].double().cpu()
-        complexity = bpd - ood.png_bits_per_dim(both.cpu())
-        if complexity[1] >= complexity[0]:
-            return ""
-        return (f"hint: a dark object on a light background, but the training images are light-on-dark; "
-                f"inverted, its complexity score would drop from {complexity[0]:+.2f} to {complexity[1]:+.2f} "
-                f"bits/dim: try 'invert'")
-
-    def test_labels(self) -> np.ndarray:
-        """(len(test),) int labels of the test split (read once)."""
-        if self._test_labels is None:
-            labels = getattr(self.test, "labels", None)                         # in memory for array data
-            self._test_labels = (np.asarray(labels) if labels is not None
-                                 else np.asarray([self.test[i][1] for i in range(len(self.test))]))
-        return self._test_labels
-
-    def condition(self, name: str, own: int | None) -> tuple[int | None, str]:
-        """The label to score under: the image's own, none (null class) or a chosen class."""
-        choose("condition", name, self.condition_choices)
-        if self.cfg.num_classes == 0:
-            return None, "unconditional model"
-        if name == OWN_LABEL:
-            label = own
-        else:
-            label = None if name == UNCONDITIONAL else self.classes.index(name)
-        return label, ("p(x) under the null class (unconditional)" if label is None
-                       else f"p(x | {self.classes[label]})")
 
     # ------------------------------------------------------------------ Likelihood tab
     @user_errors

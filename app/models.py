@@ -28,7 +28,7 @@ SHIPPED = REPO / "checkpoints"
 VIEWS = ("sample", "likelihood", "channels", "interpolate")
 # the card's quality_guided keys that are farmer.sample arguments (the rest are measured figures)
 SAMPLE_KEYS = ("guidance", "cfg_scale", "candidates_cond", "candidates_uncond", "t_pi", "t_sigma",
-               "t_pi_verify", "t_sigma_verify", "t_select", "decoder")
+               "t_pi_verify", "t_sigma_verify", "t_select", "resample_weights", "denoise")
 
 
 def shipped_checkpoints(folder: Path = SHIPPED) -> list[Path]:
@@ -47,22 +47,23 @@ def read_card(checkpoint: Path) -> dict:
 
 
 def recommended_sampling(checkpoint: Path) -> tuple[dict, str]:
-    """The card's measured sample settings as farmer.sample keyword arguments, and where they came
-    from: `farmer.card.recommended_sampling` if the library provides it, else the card's
-    `quality_guided` entry read here. ({}, "") without a card entry."""
+    """The sampler settings the app starts from, as farmer.sample keyword arguments, and where they
+    came from: `farmer.card.recommended_sampling` (the card's `quality_guided` entry over farmer.sample's
+    defaults, what `farmer sample` uses too) when the library has it, else that card entry read here."""
+    measured = isinstance(read_card(checkpoint).get("quality_guided"), dict)
     try:
         from farmer.card import recommended_sampling as from_library
-    except ImportError:
-        from_library = None
-    if from_library is not None:
-        try:
-            kw = dict(from_library(checkpoint) or {})
-        except (OSError, ValueError, KeyError):
-            kw = {}
-        return kw, "farmer.card.recommended_sampling (card.json quality_guided)" if kw else ""
-    entry = read_card(checkpoint).get("quality_guided") or {}
-    kw = {k: entry[k] for k in SAMPLE_KEYS if k in entry}
-    return kw, "card.json quality_guided" if kw else ""
+    except ImportError:                                   # an older library: read the card entry here
+        entry = read_card(checkpoint).get("quality_guided") or {}
+        kw = {k: entry[k] for k in SAMPLE_KEYS if k in entry}
+        return kw, "card.json quality_guided" if kw else ""
+    try:
+        kw = dict(from_library(checkpoint) or {})
+    except (OSError, ValueError):                         # a damaged card: the app still starts
+        return {}, ""
+    where = ("card.json quality_guided, via farmer.card.recommended_sampling" if measured
+             else "farmer.sample's defaults (the card has no measured setting), via farmer.card.recommended_sampling")
+    return kw, where
 
 
 def is_per_patch(cfg) -> bool:

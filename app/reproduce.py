@@ -1,8 +1,9 @@
 """The `farmer sample` command that redraws a Sample-tab grid bit for bit.
 
-The app calls `farmer.sampling.sample_steps` with the settings below and every other argument at
-its default — the same defaults `farmer sample` has (no denoising, the paper's resampling weights,
-the default redundant pool, 1000 naive tries, Jacobi tolerance 1e-4) — and lays the batch out with
+The app calls `farmer.sampling.sample_steps` with the settings below — every one spelled out in the
+command, since `farmer sample` takes its own defaults from the checkpoint's card — and every other
+argument at the default both share (the default redundant pool, 1000 naive tries, Jacobi tolerance
+1e-4), and lays the batch out with
 `image_grid` at ⌈√B⌉ images per row, enlarged. So this command, run from the repository root on the
 same device, writes the same images (the .npy) and the same grid (the PNG, before enlarging).
 """
@@ -51,6 +52,7 @@ def sample_command(checkpoint: Path, label: int | None, batch: int, settings: di
              "--candidates-cond", str(s["candidates_cond"]), "--candidates-uncond", str(s["candidates_uncond"]),
              "--t-pi", num("t_pi"), "--t-sigma", num("t_sigma"),
              "--t-pi-verify", num("t_pi_verify"), "--t-sigma-verify", num("t_sigma_verify"),
-             "--t-select", num("t_select"), "--decoder", s["decoder"], "--seed", str(s["seed"]),
+             "--t-select", num("t_select"), "--resample-weights", s.get("resample_weights", "paper"),
+             "--denoise", repr(float(s.get("denoise", 0.0))), "--decoder", s["decoder"], "--seed", str(s["seed"]),
              "--nrow", str(grid_columns(batch)), "--device", device, "--out", out]
     return shlex.join(args)

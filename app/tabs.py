@@ -12,8 +12,8 @@ import gradio as gr
 
 from .handlers import ignored_settings
 from .inputs import GUIDANCE, Z_I_MODES, Z_R_MODES
-from .ui import (INFO, NEGATIVE_BITS, classify_panel, cleared, image_picker, likelihood_outputs, model_picker,
-                 whole)
+from .handlers import NEGATIVE_BITS
+from .ui import INFO, classify_panel, cleared, image_picker, likelihood_outputs, model_picker, whole
 from .wiring import clear_on_change, mark_stale_on_change, number, routed
 
 PRIVATE = dict(queue=False, api_visibility="private", show_progress="hidden")
@@ -67,13 +67,12 @@ def sample_tab(shelf, run: dict, ok) -> None:
                 seed = whole("seed", "seed", 0, elem_id="sample-seed")
                 batch = number("batch_size", "batch size", min(8, wb.max_batch), 1, high=wb.max_batch,
                                elem_id="sample-batch")
-            decoder = gr.Radio(list(wb.decoders), value=val("decoder", "sequential"), label="decoder (AF inverse)",
+            decoder = gr.Radio(list(wb.decoders), value="sequential", label="decoder (AF inverse)",
                                info="sequential: KV-cached, exact; jacobi: parallel fixed-point iteration (same "
                                     "images to 1e-4; iterations in the stats); distilled: one pass per block; "
                                     "hybrid: Jacobi from the student", elem_id="sample-decoder")
-            gr.Markdown(f"<small>Start values: {wb.recommended_from} of `{name}`, the settings its sample-quality "
-                        f"figures were measured with.</small>" if rec else
-                        "<small>Start values: the paper's (this model's card has no measured settings).</small>",
+            gr.Markdown(f"<small>Start values for `{name}`: {wb.recommended_from}.</small>" if rec else
+                        "<small>Start values: the paper's (this model has no card).</small>",
                         elem_id="sample-defaults")
             go = gr.Button("Sample", variant="primary", elem_id="sample-button")
         with gr.Column(scale=2):

@@ -14,10 +14,9 @@ import gradio as gr
 
 from farmer.images import FITS
 
-from .handlers import (ANY_CLASS, GUIDANCE, NEGATIVE_BITS, OWN_LABEL, SOURCES, Z_I_MODES, Z_R_MODES,
-                       Workbench, ignored_settings)
+from .handlers import ANY_CLASS, OWN_LABEL, SOURCES, Workbench
 from .models import Shelf, map_kind
-from .wiring import CLOSE_TOASTS, checked, clear_on_change, mark_stale_on_change, number, routed  # noqa: F401
+from .wiring import CLOSE_TOASTS, checked, number  # noqa: F401  (checked: re-exported)
 
 MODEL_GROUP = "model"        # concurrency_id shared by every endpoint that runs the model
 # Gradio 6 takes css in launch() (`python -m app` passes it):

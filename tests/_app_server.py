@@ -78,10 +78,18 @@ def shared_app() -> str:
     browser tests share it: starting one costs Gradio's import and the model load); it is
     stopped when pytest exits."""
     if "url" not in _shared:
-        server = app_process(Path(tempfile.mkdtemp(prefix="farmer-app-")), *SHARED_ARGS)
+        folder = Path(tempfile.mkdtemp(prefix="farmer-app-"))
+        server = app_process(folder, *SHARED_ARGS)
         _shared["url"] = server.__enter__()
+        _shared["log"] = next(folder.glob("app-*.log"))
         atexit.register(server.__exit__, None, None, None)
     return _shared["url"]
+
+
+def server_log() -> Path:
+    """The log (stdout and stderr) of the shared server."""
+    shared_app()
+    return _shared["log"]
 
 
 def tiny_png(path: Path, size: tuple[int, int] = (60, 40), mode: str = "RGB") -> Path:

@@ -124,8 +124,8 @@ def test_sample_grid_is_the_library_sample(wb):
     assert np.array_equal(grid, render.sample_grid(imgs))                      # a thin shell: same pixels
     assert np.array_equal(png(frames[-1][0]), render.image_frame(
         farmer.sample(wb.model, [7] * 3, guidance="resample", cfg_scale=1.5, candidates_cond=3,
-                      candidates_uncond=2, t_sigma=0.9, t_pi_verify=0.2, seed=7,
-                      return_intermediates=True).block_images[-1], 8, pixels=True))
+                      candidates_uncond=2, t_pi=1.0, t_sigma=0.9, t_pi_verify=0.2, t_sigma_verify=1.0,
+                      t_select=1.1, seed=7, return_intermediates=True).block_images[-1], 8, pixels=True))
 
 
 @pytest.mark.parametrize("name, kwargs", [
@@ -201,7 +201,10 @@ def test_upload_notes_flat_noise_tiny_images_and_the_invert_hint(wb, tmp_path):
     *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "noise.png"))
     notes = numbers["conversion"]
     assert any("variance" in n for n in notes) and not any("invert" in n for n in notes)   # noise: no hint
-    assert numbers["ood"]["flagged"]                                           # but an OOD caution
+    Image.fromarray(rng.randint(0, 256, (28, 28)).astype(np.uint8)).save(tmp_path / "noise28.png")
+    _, summary, *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "noise28.png"))
+    assert not any("invert" in n for n in numbers["conversion"])               # light border, yet no hint
+    assert numbers["ood"]["flagged"] and "Out-of-distribution caution" in summary   # but a caution, with why
     Image.fromarray(np.full((28, 28), 128, np.uint8)).save(tmp_path / "grey.png")
     *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "grey.png"))
     assert not any("invert" in n for n in numbers["conversion"])              # flat mid-grey: no hint
@@ -348,8 +351,10 @@ def test_interpolate_walks_both_paths_from_a_to_b(wb):
     ref = farmer.interpolate(wb.model, x_a, x_b, steps=5, path="spherical")
     assert np.array_equal(sph, render.strip(ref["images"][0]))                 # a thin shell: same pixels
     assert lin.shape == sph.shape and lin.dtype == np.uint8 and not np.array_equal(lin, sph)
-    first = render.strip(ref["images"][0, :1])                                 # t = 0 decodes back to A
-    assert np.array_equal(sph[:, :first.shape[1] - 2], first[:, :first.shape[1] - 2])
+    k = sph.shape[1] // (5 * 30 + 2)                                           # one row of 5, each pixel k×k
+    assert np.array_equal(sph[::k, ::k], farmer.sampling.image_grid(ref["images"][0], nrow=5)[..., 0])
+    sixteen = render.strip(torch.zeros(16, 1, 28, 28, dtype=torch.uint8))   # 16 points: 2 rows of 8, not a band
+    assert sixteen.shape[1] // sixteen.shape[0] == (8 * 30 + 2) // (2 * 30 + 2)
     assert np.array_equal(ref["images"][0, 0], x_a[0]) and np.array_equal(ref["images"][0, -1], x_b[0])
     assert numbers["bits_per_dim"]["spherical"] == pytest.approx(ref["bpd"][0].tolist(), abs=1e-6)
     assert [tr.name for tr in bpd_chart.data] == ["linear", "spherical"] and len(bpd_chart.data[0].y) == 5

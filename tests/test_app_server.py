@@ -13,7 +13,7 @@ from PIL import Image
 
 import farmer
 from conftest import need_or_skip
-from _app_server import free_port, shared_app, tiny_png, wait_until_up
+from _app_server import REPO, free_port, server_log, shared_app, tiny_png, wait_until_up
 from farmer.data import HOW_TO_GET_FMNIST, find_fashion_mnist
 
 from gradio_client import Client, handle_file
@@ -75,20 +75,26 @@ def test_classify_and_interpolate_endpoints(client):
 
 
 def test_sample(client):
-    grid, seconds, frames, stats = client.predict(**SAMPLE, api_name="/sample")
+    grid, seconds, frames, stats, report = client.predict(**SAMPLE, api_name="/sample")
     img = fetch(grid)
     assert img.dtype == np.uint8 and min(img.shape[:2]) >= 2 * 28
-    assert float(seconds) > 0 and stats["batch_size"] == 2 and stats["guidance"] == "resample"
+    assert isinstance(seconds, float) and seconds > 0                         # a number, not a string
+    assert stats["batch_size"] == 2 and stats["guidance"] == "resample" and stats["model"] == "fmnist"
+    assert stats["command"].startswith("farmer sample checkpoints/fmnist --labels 1 --repeat 2")
     assert len(frames) >= 4 and all(fetch(f["image"]).shape[0] > 28 for f in frames)
     assert "tokens drawn" in frames[0]["caption"]
 
 
-def test_likelihood_of_a_test_image(client):
+@pytest.mark.parametrize("model", [None, "fmnist"])
+def test_likelihood_of_a_test_image(client, model):
+    """Without a model the endpoint scores with the Likelihood view's default, the likelihood model."""
     need_or_skip(have_data(), f"the test-image source needs Fashion-MNIST: {HOW_TO_GET_FMNIST}")
-    out = client.predict(**(PICK | dict(test_index=7)), api_name="/likelihood")
+    chosen = {} if model is None else {"model": model}
+    out = client.predict(**(PICK | dict(test_index=7) | chosen), api_name="/likelihood")
     numbers = out[6]
+    assert numbers["model"] == (model or "fmnist-likelihood")
     x, y = farmer.data.load_fashion_mnist("test", download=False).get_batch([7])
-    ref = farmer.load(farmer.checkpoint.resolve(pytest.importorskip("app").DEFAULT_CHECKPOINT)).nll(x, y, seed=0)
+    ref = farmer.load(REPO / "checkpoints" / numbers["model"]).nll(x, y, seed=0)
     assert math.isfinite(numbers["bits_per_dim"])
     assert numbers["bits_per_dim"] == pytest.approx(float(ref["bpd"][0]), abs=1e-5)
     assert numbers["pixel_bits_sum"] == pytest.approx(numbers["bits_per_dim"] * 784, rel=1e-5)
@@ -122,6 +128,16 @@ def test_out_of_range_parameters_are_named_errors(client, change, name):
     assert "Traceback" not in str(err.value)
 
 
+def test_ordinary_input_errors_leave_no_traceback_in_the_server_log(client):
+    with pytest.raises(AppError, match="t_sigma"):
+        client.predict(**(SAMPLE | dict(t_sigma=7.0)), api_name="/sample")
+    with pytest.raises(AppError, match="test_index"):
+        client.predict(**(PICK | dict(test_index=10**6)), api_name="/likelihood")
+    log = server_log().read_text()
+    assert "t_sigma" not in log and "Traceback" not in log, log[-2000:]
+    assert "share=True" not in log and "--share" in log                        # the app's own flag, not Gradio's
+
+
 def test_out_of_range_channel_and_likelihood_parameters(client):
     with pytest.raises(AppError, match="variance_scale"):
         client.predict(**PICK, variance_scale=9.0, z_i_mode="keep", z_i_noise=0.5, draws=2, seed=0,
@@ -135,7 +151,7 @@ def test_eight_concurrent_requests_complete(client):
             for k in range(8)]
     results = [job.result(timeout=240) for job in jobs]
     assert len(results) == 8 and all(r[3]["seed"] == k for k, r in enumerate(results))
-    assert all(float(r[1]) > 0 for r in results)                          # the seconds box (text)
+    assert all(r[1] > 0 for r in results)                                 # the seconds (a number)
 
 
 def test_a_request_beyond_a_full_queue_is_refused_with_a_message(one_thread):
