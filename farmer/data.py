@@ -31,6 +31,10 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
+# The data-set classes live in datasets.py, which folders.py imports too (folders.py never
+# imports this module, so the two do not import each other); re-exported here.
+from .datasets import ArrayDataset, DataNotFoundError, ImageDataset  # noqa: F401
+
 if TYPE_CHECKING:  # pragma: no cover
     from .config import FarmerConfig
 
@@ -79,44 +83,6 @@ def add_gaussian_noise(x: torch.Tensor, sigma: float, seed: int | None = None,
     return (x.float() + 0.5) / 128.0 - 1.0 + sigma * eps
 
 
-# ============================================================================ data sets
-class ImageDataset(torch.utils.data.Dataset):
-    """Common interface: `ds[i]` -> (uint8 (C, H, W), int label); `get_batch(idx)` -> (uint8 (B, C, H, W), int64 (B,))."""
-
-    name: str = "images"
-    num_classes: int = 0
-    image_shape: tuple[int, int, int] = (1, 1, 1)   # (C, H, W)
-
-    def get_batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [self[int(i)] for i in idx]
-        return torch.stack([im for im, _ in items]), torch.tensor([lab for _, lab in items], dtype=torch.long)
-
-
-class ArrayDataset(ImageDataset):
-    """Images held in memory: uint8 (N, C, H, W) and int64 labels (N,)."""
-
-    def __init__(self, images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                 num_classes: int, name: str = "array"):
-        images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"{name}: images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"{name}: labels {tuple(labels.shape)} do not match {images.shape[0]} images")
-        self.images, self.labels = images.contiguous(), labels
-        self.num_classes, self.name = num_classes, name
-        self.image_shape = tuple(images.shape[1:])
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.labels[i])
-
-    def get_batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx_t = torch.as_tensor(idx, dtype=torch.long)
-        return self.images[idx_t], self.labels[idx_t]
-
-
 # ---------------------------------------------------------------------------- Fashion-MNIST
 FMNIST_FILES = {  # split -> (images, labels); MD5s of the official .gz files (used for downloads)
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -136,10 +102,6 @@ FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 HOW_TO_GET_FMNIST = ("get it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download "
                      "the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist and "
                      "pass their folder with --data-dir or $FARMER_DATA")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A data set could not be found; the message says where we looked and how to get it."""
 
 
 def user_cache_dir() -> Path:

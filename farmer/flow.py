@@ -12,15 +12,19 @@ diagonal exp(−a), and
 
     log|det dZ^t/dZ^{t-1}| = −Σ_i Σ_j a_ij.
 
-We keep the −a_ij terms separately (B, N, d): each belongs to one pixel,
-which is what the per-pixel likelihood maps of §1.6 are built from.
+We keep the −a_ij terms separately (B, N, d): each belongs to one dimension
+of the flow's input token, which is what the per-pixel likelihood maps of
+§1.6 are built from. Without input mixing that dimension is a pixel. With
+channel mixing in front of the flow (mixing_position "input", as in the
+shipped model) it is a coefficient of the patch in the basis M (e.g. DCT), and
+Farmer.spread_to_pixels spreads each term over the patch's pixels by M[j,k]².
 
 Between blocks the token order alternates (identity, reversed, identity, …).
 A block permutes its input, transforms, and un-permutes its output, so at
 the block boundaries tokens are always in raster order: token i of every
-Z^t is the same patch, and log-det terms need no bookkeeping to be mapped
-back to pixels. The positional embedding is indexed by patch, so it moves
-with the tokens.
+Z^t is the same patch, and no token bookkeeping is needed (within a token,
+see above: a dimension is a pixel only without input mixing). The
+positional embedding is indexed by patch, so it moves with the tokens.
 
 The forward direction (x -> z) is one parallel pass per block. The inverse
 is sequential: z_i^{t-1} = z_i^t ⊘ σ_t + μ_t needs z_{<i}^{t-1}, so N steps

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import DataNotFoundError, ImageDataset
+from .datasets import DataNotFoundError, ImageDataset
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")

@@ -58,14 +58,20 @@ def likelihood_map(model: "Farmer", x: torch.Tensor, y: torch.Tensor | None = No
                    seed: int | None = 0) -> dict[str, torch.Tensor]:
     """Where the bits go: an exact per-pixel decomposition of the NLL bound.
 
-    x: uint8 (B, C, H, W); y: (B,) labels or None. Each flow dimension keeps its
-    pixel (the AF is elementwise per token dimension), so pixel (c, h, w) gets
+    x: uint8 (B, C, H, W); y: (B,) labels or None. The AF is elementwise per
+    dimension of its input tokens, so every log-det term belongs to one such
+    dimension. Without channel mixing that dimension is a pixel. With mixing in
+    front of the AF (mixing_position "input", the shipped model's DCT) it is a
+    coefficient of the patch, and its term is spread over the patch's pixels by
+    the squared basis weights M[j,k]²/Σ_k M[j,k]²; log|det M| (0 for an
+    orthonormal basis, Σ log|u_jj| per token for LU) is spread evenly over all
+    pixels (Farmer.logdet_per_pixel). So pixel (c, h, w) gets
 
-        bits = [ −Σ_t logdet_t(pixel) + (prior NLL of its token)/d + ln 128 ] / ln 2
+        bits = [ −(its share of Σ_t logdet_t and of log|det M|) + (prior NLL of its token)/d + ln 128 ] / ln 2
 
     where the token's prior NLL (informative + redundant GMM terms) is spread
     evenly over its d dimensions. The map sums exactly to bpd·D of `model.nll`
-    with the same seed.
+    with the same seed (to float precision of the dtype the model runs in).
 
     Returns a dict:
       "pixel_bits" (B, C, H, W)        bits per pixel value
@@ -73,6 +79,9 @@ def likelihood_map(model: "Farmer", x: torch.Tensor, y: torch.Tensor | None = No
       "token_prior_bits" (B, N)        the prior part alone: informative + redundant
       "token_informative_bits", "token_redundant_bits" (B, N)
       "block_logdet" (B, n_blocks)     log|det| of each AF block, nats
+      "mixing_logdet" (B,)             log|det| of the channel mixing over the whole image, nats
+                                       (0 without mixing or with an orthonormal one; "logdet" =
+                                       block_logdet summed + mixing_logdet)
       "bpd" (B,), "nll" (B,) nats, "prior_informative_bits", "prior_redundant_bits",
       "logdet_bits" (B,) — the §1.6 split of the total.
     """

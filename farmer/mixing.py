@@ -171,8 +171,10 @@ class ChannelMixing(nn.Module):
         return torch.linalg.inv(m.double()).to(m.dtype)
 
     def pixel_weights(self) -> torch.Tensor:
+        """(d, d) float64 spreading weights (rows sum to one); callers cast to their dtype, so a float64
+        map keeps its total to float64 precision (float32 weights missed it by ~1e-6 bits with LU)."""
         m2 = self.matrix().detach().double().square()                         # (d, d)
-        return (m2 / m2.sum(1, keepdim=True)).float()
+        return m2 / m2.sum(1, keepdim=True)
 
 
 class FixedMixing(ChannelMixing):
@@ -195,7 +197,8 @@ class FixedMixing(ChannelMixing):
         return self.basis.T                                                    # orthonormal
 
     def pixel_weights(self) -> torch.Tensor:
-        return self.basis.square()                                             # rows sum to 1
+        m2 = self.basis.detach().double().square()                             # (d, d), float64 like the base
+        return m2 / m2.sum(1, keepdim=True)                                    # rows sum to 1 exactly
 
 
 class LUMixing(ChannelMixing):

@@ -29,6 +29,12 @@ from .layers import patchify, unpatchify
 from .mixing import make_mixing
 from .units import bits_per_dim, discrete_nll
 
+# `encode` accepts float images with |x| <= ENCODE_LIMIT. The data live in [−1, 1]; training adds
+# Gaussian noise of σ <= 0.1 by default (a few σ = a few tenths past ±1), so 3.0 leaves room for
+# σ up to 0.4 at 5σ. Values beyond are not images of this model's data: a caller passing 0..255
+# pixels as floats, or a decoded image gone astray, would get a meaningless log-det.
+ENCODE_LIMIT = 3.0
+
 
 class Farmer(nn.Module):
     """FARMER. Submodules: `flow` (the AF), `ar` (the AR prior), `student` (distilled inverse or None)."""
@@ -231,8 +237,15 @@ class Farmer(nn.Module):
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float images (B, C, H, W) in [−1, 1] -> latents z (B, N, d) and log|det dz/dx| (B,)."""
+        """Float images (B, C, H, W) in [−1, 1] -> latents z (B, N, d) and log|det dz/dx| (B,).
+
+        Noised images a little outside [−1, 1] are fine; NaN, inf or any value with
+        |x| > ENCODE_LIMIT (3.0) is a ValueError naming `x_float`."""
         self._check_images(x, "x_float", uint8=False)
+        if not x.is_meta and x.numel() and float(x.abs().max()) > ENCODE_LIMIT:
+            raise ValueError(f"x_float must be images in [-1, 1] (noised data may reach a little past; accepted "
+                             f"|x| <= {ENCODE_LIMIT:g}), got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]"
+                             f" (uint8 pixels go through farmer.data.dequantize_uniform first)")
         tokens, ld_in = self.image_to_tokens(x)                                # (B, N, d), (B,)
         z, ld = self.flow(tokens)                                              # (B, N, d), (B,)
         z, ld_out = self.mix_latent(z)
@@ -255,6 +268,11 @@ class Farmer(nn.Module):
         if not isinstance(z, torch.Tensor) or z.dim() != 3 or tuple(z.shape[1:]) != (c.tokens, c.token_dim):
             raise ValueError(f"z must have shape (B, {c.tokens}, {c.token_dim}), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+        if not z.is_floating_point():
+            raise ValueError(f"z must be a float tensor of latents, got dtype {z.dtype}")
+        if not z.is_meta and not torch.isfinite(z).all():
+            raise ValueError(f"z contains NaN or inf values ({int((~torch.isfinite(z)).sum())} of {z.numel()}): "
+                             f"a latent must be finite to be decoded")
         jacobi = Jacobi(jacobi_tol, jacobi_max_iter, jacobi_chunk)
         tokens, _ = invert(self, self.unmix_latent(z), decoder, jacobi, stats)
         return self.tokens_to_image(tokens)

@@ -81,7 +81,7 @@ def test_lu_starts_at_the_dct_and_its_logdet_is_slogdet():
     u, ld = lu(t)
     assert torch.allclose(lu.reverse(u), t, atol=1e-5)
     assert torch.allclose(ld, torch.full((2,), 3 * float(logabs)), atol=1e-4)
-    assert torch.allclose(lu.pixel_weights().sum(1), torch.ones(16))
+    assert torch.allclose(lu.pixel_weights().sum(1), torch.ones(16, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("mixing, position", CASES)
@@ -118,6 +118,26 @@ def test_pixel_map_sums_to_the_total(mixing, position):
     if position == "input" and mixing != "lu":
         # the spreading is not the trivial one: the map differs from the per-coefficient terms
         assert not torch.allclose(t["logdet_pixel"], t["logdet_terms"].sum(1), atol=1e-4)
+
+
+@pytest.mark.parametrize("mixing", ["dct", "lu"])
+def test_a_float64_map_keeps_its_total_to_float64_precision(mixing):
+    """The spreading weights are float64 (they were float32: with LU mixing a float64 map missed its
+    total by ~1.5e-6 bits)."""
+    model = mixed_model(mixing, "input").double()
+    assert model.mixing.pixel_weights().dtype == torch.float64
+    assert torch.allclose(model.mixing.pixel_weights().sum(1), torch.ones(4, dtype=torch.float64), atol=1e-15)
+    from farmer.data import dequantize_uniform
+    y = torch.tensor([0, 1, 2])
+    x = dequantize_uniform(random_images(model.cfg, 3), seed=1).double()       # a float64 forward pass
+    t = model.eval()(x, y, detail=True)
+    assert t["logdet"].dtype == t["logdet_pixel"].dtype == torch.float64
+    assert (t["logdet_pixel"].sum((1, 2)) - t["logdet"]).abs().max() < 1e-9
+    # and in float32 the map's mixing_logdet key (documented) is the whole-image log|det M|: 0 for the DCT
+    model32 = mixed_model(mixing, "input")
+    maps = farmer.likelihood_map(model32, random_images(model.cfg, 3), y, seed=1)
+    assert maps["mixing_logdet"].shape == (3,)
+    assert bool(maps["mixing_logdet"].abs().max() < 1e-6) == (mixing == "dct")
 
 
 def test_informative_channels_are_low_frequencies():

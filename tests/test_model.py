@@ -202,6 +202,36 @@ def test_encode_decode_reject_bad_input(model):
         model.decode(torch.zeros(1, 16, 4), decoder="distilled")
 
 
+def test_non_finite_and_out_of_range_values_are_refused_by_name(model):
+    """DESIGN §5: bad values raise ValueError naming the argument (NaN latents used to decode to NaN
+    images, and an image at 5.0 encoded to a log-det of hundreds of nats)."""
+    from farmer.model import ENCODE_LIMIT
+    z = torch.zeros(2, 16, 4)
+    z[1, 3, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"z contains NaN or inf values \(1 of 128\)"):
+        model.decode(z)
+    with pytest.raises(ValueError, match="z contains NaN or inf"):
+        model.decode(torch.full((1, 16, 4), float("inf")), decoder="jacobi")
+    with pytest.raises(ValueError, match="z must be a float tensor"):
+        model.decode(torch.zeros(1, 16, 4, dtype=torch.long))
+    far = torch.zeros(1, 1, 8, 8)
+    far[0, 0, 0, 0] = 5.0
+    with pytest.raises(ValueError, match=r"x_float must be images in \[-1, 1\].*\|x\| <= 3.*5"):
+        model.encode(far)
+    with pytest.raises(ValueError, match="x_float contains NaN or inf"):
+        model.encode(torch.full((1, 1, 8, 8), float("-inf")))
+    # noised data a little past ±1 (Gaussian training noise) is still an image of the data
+    near = torch.full((1, 1, 8, 8), -1.3)
+    z_near, ld = model.encode(near)
+    assert torch.isfinite(z_near).all() and torch.isfinite(ld).all() and ENCODE_LIMIT == 3.0
+    model.encode(torch.full((1, 1, 8, 8), ENCODE_LIMIT))                  # the limit itself is accepted
+    # nll and likelihood_map take uint8 pixels only, so a float (possibly NaN) image is refused by name
+    with pytest.raises(ValueError, match="x must be uint8"):
+        model.nll(torch.full((1, 1, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match="x must be uint8"):
+        farmer.likelihood_map(model, torch.full((1, 1, 8, 8), float("nan")))
+
+
 @pytest.mark.parametrize("changes,match", [
     (dict(patch_size=3), "not divisible by patch_size"),
     (dict(redundant_mode="gaussian"), "redundant_mode"),
