@@ -95,7 +95,8 @@ def test_the_design_document_says_how_the_code_cites_it():
 # ----------------------------------------------------------------------------------------------- the site
 def _sources() -> list[Path]:
     globs = ["mkdocs.yml", "docs/*.md", "docs/screenshots/*", "notebooks/*.ipynb", "notebooks/README.md",
-             "checkpoints/*/README.md", "checkpoints/fmnist/*.png", "benchmarks/*.png", "farmer/*.py"]
+             "checkpoints/*/README.md", "checkpoints/fmnist/*.png", "benchmarks/*.png", "farmer/*.py",
+             "docs/*.py"]
     return [p for g in globs for p in ROOT.glob(g)]
 
 
@@ -198,6 +199,8 @@ def test_a_notebook_page_shows_its_figures(page, site_url):
     sizes = page.eval_on_selector_all("article img", "els => els.map(i => [i.naturalWidth, i.naturalHeight])")
     assert all(w > 50 and h > 50 for w, h in sizes), sizes
     assert "Fig. 7" in page.inner_text("article")       # the notebook's text came along with its figures
+    # its LaTeX typeset by the MathJax the site carries (docs/hooks.py), with no network
+    page.wait_for_selector("article .MathJax, article .MathJax_Display", state="attached")
 
 
 def test_the_api_page_lists_every_argument_of_farmer_sample(page, site_url):
@@ -210,4 +213,8 @@ def test_the_api_page_lists_every_argument_of_farmer_sample(page, site_url):
     assert len(wanted) >= 20
     missing = [name for name in wanted if not re.search(rf"\b{name}\b", signature)]
     assert not missing, f"farmer.sample's arguments missing from the API page: {missing}"
+    # and described one by one: the docstring's "name: meaning" lines as a list (docs/griffe_params.py)
+    described = page.eval_on_selector_all('[id="farmer.sample"] ~ .doc-contents li > code:first-child',
+                                          "els => els.map(e => e.innerText)")
+    assert len(set(described) & set(wanted)) >= 15, described
     assert "Draw images from a FARMER model" in page.inner_text("article")
