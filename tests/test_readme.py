@@ -51,3 +51,15 @@ def test_every_test_the_docs_cite_exists():
         tree = ast.parse((ROOT / file).read_text())
         names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         assert name in names, f"the docs cite {file}::{name}, which does not exist"
+
+
+def test_the_figures_page_example_runs(fmnist_dir, monkeypatch):
+    """docs/figures.md's block for classify, interpolate and farmer.ood runs as written (on the shipped model)."""
+    monkeypatch.chdir(ROOT)                                                    # "checkpoints/fmnist" as written
+    page = (ROOT / "docs" / "figures.md").read_text()
+    block = next(b for b in _python_blocks(page) if "farmer.classify(" in b)
+    scope: dict = {}
+    exec(compile(block, "docs/figures.md", "exec"), scope)
+    assert scope["log_post"].shape == (16, 10) and 0 <= scope["cal"]["ece"] <= 1
+    assert scope["walk"]["images"].shape == (1, 9, 1, 28, 28) and scope["walk"]["bpd"].shape == (1, 9)
+    assert 0 <= scope["auc"] <= 1 and scope["shapes"]["complexity"].shape == (50,)
