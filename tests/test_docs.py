@@ -122,6 +122,7 @@ def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1")
 
 
+@pytest.mark.slow
 def test_the_site_builds_strictly_with_every_page():
     site = built_site()
     for page in ["index.html", "design.html", "app.html", "cli.html", "training.html", "figures.html",
@@ -170,6 +171,7 @@ def page(site_url):
         browser.close()
 
 
+@pytest.mark.slow
 def test_the_navigation_reaches_every_page(page, site_url):
     page.goto(site_url + "index.html", wait_until="load")
     assert "FARMER workbench" in page.title()
@@ -190,6 +192,7 @@ def test_the_navigation_reaches_every_page(page, site_url):
     page.wait_for_url(re.compile(r"api\.html"))
 
 
+@pytest.mark.slow
 def test_a_notebook_page_shows_its_figures(page, site_url):
     page.goto(site_url + "notebooks/02_channel_partitioning.html", wait_until="load")
     images = page.locator("article img")
@@ -203,6 +206,7 @@ def test_a_notebook_page_shows_its_figures(page, site_url):
     page.wait_for_selector("article .MathJax, article .MathJax_Display", state="attached")
 
 
+@pytest.mark.slow
 def test_the_api_page_lists_every_argument_of_farmer_sample(page, site_url):
     import farmer
     page.goto(site_url + "api.html", wait_until="load")
