@@ -30,7 +30,7 @@ test: $(STAMP) docs
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
-# The Gradio app on the shipped sample model: http://127.0.0.1:7860 (APP_ARGS="--checkpoint DIR --port N")
+# The Gradio app on the shipped models: http://127.0.0.1:7860 (APP_ARGS="--checkpoint DIR --port N")
 APP_ARGS ?=
 app: $(STAMP)
 	$(BIN)/python -m app $(APP_ARGS)
