@@ -34,6 +34,21 @@ def test_the_readme_is_short_and_has_no_project_history():
     assert not history, f"README.md mentions issue numbers: {history}"
 
 
+def test_the_docs_pages_cite_no_issue_numbers():
+    """Issue numbers mean nothing to a reader of the docs; the research log is dated instead."""
+    for page in DOC_PAGES:
+        history = re.findall(r"(?i)\bissues? #?\d+|\B#\d+\b", page.read_text())
+        assert not history, f"{page.name} mentions issue numbers: {history}"
+
+
+def test_the_home_pages_example_runs(monkeypatch):
+    monkeypatch.chdir(ROOT)                                                    # "checkpoints/fmnist" as written
+    scope: dict = {}
+    exec(compile(_python_blocks((ROOT / "docs" / "index.md").read_text())[0], "docs/index.md", "exec"), scope)
+    assert scope["imgs"].shape == (3, 1, 28, 28) and scope["terms"]["bpd"].shape == (3,)
+    assert scope["maps"]["pixel_bits"].shape == (3, 1, 28, 28)
+
+
 def test_the_readmes_relative_links_resolve():
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README):
         if "://" in target or target.startswith("mailto:"):
