@@ -29,6 +29,9 @@ import torch.nn.functional as F
 
 FEATURE_DIM = 128
 _FORMAT = "farmer-classifier"
+# Below about this many samples the 128×128 feature covariance is poorly estimated and FD is biased
+# upwards and noisy (it is not defined below 2); `farmer quality` warns. The model card uses 10,000.
+FD_MIN_SAMPLES = 1000
 
 
 class FashionClassifier(nn.Module):

@@ -163,10 +163,15 @@ def test_eval_on_a_run_folder_and_bad_checkpoints(run_farmer, tmp_path):
     out = run_farmer("train", "--preset", "tiny", "--out", tmp_path / "run", "--steps", "2", "--no-progress",
                      "--device", "cpu")
     assert out.returncode == 0, out.stderr[-3000:]
-    ev = run_farmer("eval", tmp_path / "run", "--limit", "16", "--no-progress")
+    work = tmp_path / "work"
+    work.mkdir()
+    ev = run_farmer("eval", tmp_path / "run", "--limit", "16", "--no-progress", cwd=work)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    written = tmp_path / "run" / "checkpoints" / "step_00000002" / "eval_test_k1.json"
+    # written under the working folder, never into the checkpoint; the step it resolved is said
+    written = work / "eval_run_step_00000002_test_k1.json"
     assert json.loads(written.read_text())["weights"] == "ema"
+    assert not list((tmp_path / "run" / "checkpoints" / "step_00000002").glob("eval_*"))
+    assert "(step 2, ema weights)" in ev.stdout and str(written) in ev.stdout
     (tmp_path / "run" / "checkpoints" / "step_00000002" / "model.safetensors").write_bytes(b"\x00" * 10)
     bad = run_farmer("eval", tmp_path / "run")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
@@ -207,3 +212,45 @@ def test_quality_command_scores_the_samples_it_draws(fmnist_dir, run_farmer, tmp
     assert res["fd"] == pytest.approx(q["fd"], rel=1e-6)
     bad = run_farmer("quality", repo / "checkpoints" / "fmnist", "--samples", "1")
     assert bad.returncode != 0 and "--samples must be >= 2" in bad.stderr
+
+
+def test_eval_labels_its_terms_with_units_and_signs(checkpoint, run_farmer, tmp_path):
+    _, path = checkpoint
+    out = run_farmer("eval", path, "--limit", "16", "--no-progress", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / f"eval_{path.name}_test_k1.json").read_text())
+    t = res["terms_bpd"]
+    line = next(x for x in out.stdout.splitlines() if x.strip().startswith("terms"))
+    assert "bits/dim" in line and "− log|det dZ/dX| + 7" in line and "enters with a minus sign" in line
+    assert f"−log p(Z^I|c) {t['prior_informative']:+.4f}" in line and f"log|det dZ/dX| {t['logdet']:+.4f}" in line
+    # the stated identity holds: bound = prior terms − log-det + 7 bits/dim
+    assert res["bpd"] == pytest.approx(t["prior_informative"] + t["prior_redundant"] - t["logdet"] + 7, abs=1e-6)
+    assert "(step 5," in out.stdout
+
+
+def test_errors_name_the_flag_not_the_library_argument(checkpoint, run_farmer):
+    from farmer.cli import name_flags
+    _, path = checkpoint
+    none = run_farmer("sample", path)
+    assert none.returncode == 1 and "--num is required without --labels" in none.stderr
+    neg = run_farmer("sample", path, "--num", "-4")
+    assert neg.returncode == 1 and "--num must be >= 1, got -4" in neg.stderr
+    bad_w = run_farmer("sample", path, "--labels", "0", "--guidance", "resample", "--cfg", "-1")
+    assert bad_w.returncode == 1 and "--cfg" in bad_w.stderr and "cfg_scale" not in bad_w.stderr, bad_w.stderr
+    flags = {"num_samples": "--num", "t_sigma": "--t-sigma", "data": "--data"}
+    assert name_flags("num_samples must be a positive int", flags) == "--num must be a positive int"
+    assert name_flags("t_sigma must be > 0; --t-sigma-verify stays", flags) == "--t-sigma must be > 0; --t-sigma-verify stays"
+    assert name_flags("data set has 3 images", flags) == "data set has 3 images"       # plain words stay words
+    train = run_farmer("train", "--preset", "tiny", "--batch-size", "0", "--dry-run", "--data", "synthetic",
+                       "--device", "cpu")
+    assert train.returncode == 1 and "--batch-size must be a positive int, got 0" in train.stderr, train.stderr
+
+
+def test_warm_up_longer_than_the_run_is_warned(tmp_path, run_farmer):
+    out = run_farmer("train", "--preset", "tiny", "--data", "synthetic", "--steps", "2", "--warmup-steps", "200",
+                     "--batch-size", "8", "--dry-run", "--no-progress", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "warning: the warm-up (200 steps) is not shorter than the run (2 steps)" in out.stdout
+    ok = run_farmer("train", "--preset", "tiny", "--data", "synthetic", "--steps", "2", "--warmup-steps", "1",
+                    "--batch-size", "8", "--dry-run", "--no-progress", "--device", "cpu")
+    assert ok.returncode == 0 and "warm-up" not in ok.stdout
