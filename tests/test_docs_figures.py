@@ -11,7 +11,8 @@ Every decimal number in it (bits/dim, percentages, FD, ratios, seconds, settings
 a number in that model's card at the precision written, e.g. 3.222 from 3.2222197…, 95.6% from
 0.95609…. Left out, as figures of something else: code spans, bounds and targets (≤ 3.60, ≥ 90%),
 and statements about another measurement of the model — another training step ("at step 9,500"),
-another sample count ("1,000 samples"), another test subset ("the first 2,000 test images") — or
+another sample count ("1,000 samples"), another test subset ("the first 2,000 test images"), pairs of
+images (interpolation) — or
 about a version that is marked "since replaced" or "superseded".
 """
 from __future__ import annotations
@@ -70,6 +71,8 @@ def _other_measurement(statement: str, cards: list[dict]) -> bool:
     for m in re.finditer(r"(?i)\bsteps? (\d[\d,]*)", statement):
         if _as_int(m.group(1)) not in steps and _as_int(m.group(1)) >= 100:
             return True
+    if re.search(r"(?i)\b\d[\d,]* (?:random )?(?:test )?pairs\b", statement):
+        return True                                    # interpolation between pairs: no card figure
     for kind, pattern in (("samples", r"(\d[\d,]*) samples"), ("images", r"(\d[\d,]*) test images")):
         sizes = set().union(*(c[kind] for c in cards))
         for m in re.finditer(pattern, statement):
