@@ -52,6 +52,28 @@ def checked(component, name: str, low: float | None = None, high: float | None =
     return component
 
 
+class CheckedNumber(gr.Number):
+    """gr.Number whose server-side range check names the control (`app.inputs.check`: "T_σ (t_sigma) must
+    be a number from 0.05 to 3, got 7") instead of Gradio's "Value 7 is greater than maximum value 3".
+    A subclass, not a patched instance: Gradio rebuilds a component from its constructor arguments when an
+    event updates it (greying it out), and a patch would be lost; `is_template` draws a plain Number."""
+    is_template = True
+
+    def __init__(self, value=None, *, check_name: str = "", **kwargs):
+        self.check_name = check_name
+        super().__init__(value, **kwargs)
+
+    def preprocess(self, payload):
+        check(self.check_name, payload, self.minimum, self.maximum, self.precision == 0)
+        return super().preprocess(payload)
+
+
+# Gradio reads a component's props (label, value, range …) off its __init__ signature: show it Number's
+_number_params = list(inspect.signature(gr.Number.__init__).parameters.values())
+CheckedNumber.__init__.__signature__ = inspect.Signature(
+    _number_params + [inspect.Parameter("check_name", inspect.Parameter.KEYWORD_ONLY, default="")])
+
+
 def number(name: str, label: str, value: float, step: float = 1, high: float | None = None,
            info: str | None = None, **kw) -> gr.Number:
     """A numeric control with its range in the label and checked on the server (RANGES[name];
@@ -59,9 +81,8 @@ def number(name: str, label: str, value: float, step: float = 1, high: float | N
     low, top, integer = RANGES.get(name, (1, high, True))
     high = top if high is None else high
     fmt = (lambda b: str(int(b))) if integer else (lambda b: f"{b:g}")           # noqa: E731
-    box = gr.Number(value, label=f"{label} · {fmt(low)}–{fmt(high)}", info=info, minimum=low, maximum=high,
-                    step=step, precision=0 if integer else None, **kw)
-    return checked(box, name, low, high, integer)
+    return CheckedNumber(value, label=f"{label} · {fmt(low)}–{fmt(high)}", info=info, minimum=low, maximum=high,
+                         step=step, precision=0 if integer else None, check_name=name, **kw)
 
 
 def clear_on_change(inputs: list, outputs: list) -> None:
