@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from . import checkpoint as ckpt
 from .data import dequantize_uniform, make_generator
+from .decoder_error import reconstruction_error  # noqa: F401  (re-exported: decoder errors live there)
 from .flow import AutoregressiveFlow
 from .student import OneStepInverse, make_student  # noqa: F401  (re-exported: the student lives in student.py)
 
@@ -199,43 +200,6 @@ def batch_stream(source, batch_size: int, seed: int = 0, start_step: int = 0) ->
         step += 1
 
 
-# ----------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def reconstruction_error(model: "Farmer", images: torch.Tensor, student: nn.Module | None = None,
-                         batch_size: int = 256, seed: int = 0, exact: bool = True) -> dict[str, float]:
-    """How well a one-step inverse undoes the AF on `images` (uint8 (M, C, H, W), held out).
-
-    Each image is dequantised (seed fixed), encoded z = F(x), and decoded by the
-    student (default: model.student). The exact inverse of z is x itself, so
-    the error is against x. Returns, over all values in [−1, 1] units:
-    "mse", "max_abs", "rmse_gray" (root-mean-square error in 0..255 grey levels,
-    = √mse·128), and with exact=True "exact_mse", the cached sequential
-    inverse's numerical error on the same z (the floor to compare with).
-    """
-    student = student if student is not None else model.student
-    if student is None:
-        raise ValueError("reconstruction_error: no student (pass one or distill the model first)")
-    g = make_generator(seed, images.device)
-    sq = sq_exact = 0.0
-    count, max_abs = 0, 0.0
-    for start in range(0, images.shape[0], batch_size):
-        x = dequantize_uniform(images[start:start + batch_size], generator=g)
-        p = next(model.flow.parameters())
-        tokens = model.image_to_tokens(x.to(device=p.device, dtype=p.dtype))[0]  # (B, N, d) AF input
-        z, _ = model.flow(tokens)
-        err = student(z) - tokens
-        sq += float(err.double().square().sum())
-        max_abs = max(max_abs, float(err.abs().max()))
-        count += err.numel()
-        if exact:
-            sq_exact += float((model.flow.reverse(z) - tokens).double().square().sum())
-    mse = sq / count
-    out = {"mse": mse, "max_abs": max_abs, "rmse_gray": math.sqrt(mse) * 128}
-    if exact:
-        out["exact_mse"] = sq_exact / count
-    return out
-
-
 # ----------------------------------------------------------------------------- `farmer distill`
 def run(checkpoint: str | os.PathLike, overrides: dict | None = None, *, data: str | None = None,
         data_dir: str | None = None, eval_images: int = 1000, log_every: int = 50,
@@ -264,6 +228,10 @@ def run(checkpoint: str | os.PathLike, overrides: dict | None = None, *, data: s
     saved = read_state(path, model.student) if has_state else None
     base = DistillConfig(**saved[1]["config"]) if saved else DistillConfig()
     cfg = dataclasses.replace(base, **(overrides or {})).validate()
+    if cfg.warmup > cfg.steps:
+        say(f"warning: the warm-up ({cfg.warmup} steps) is longer than the run ({cfg.steps} steps): the learning "
+            f"rate ends at {cfg.lr * cfg.steps / cfg.warmup:.2g} of {cfg.lr:g}; pass --warmup {cfg.steps // 10} "
+            f"or fewer, or more --steps")
     distiller = Distiller(model, cfg, student=model.student if saved else None)
     if saved:
         distiller.load_state(*saved)
@@ -280,7 +248,7 @@ def run(checkpoint: str | os.PathLike, overrides: dict | None = None, *, data: s
     result: dict = {k: saved[1][k] for k in ("undistilled",) if saved and k in saved[1]}
     if distiller.step == 0:
         result["undistilled"] = reconstruction_error(model, held_out, make_student(model), exact=False)
-        say(f"held-out MSE of the undistilled copy: {result['undistilled']['mse']:.3e}")
+        say(f"held-out RMSE of the undistilled copy: {result['undistilled']['rmse_gray']:.2f} grey levels")
 
     def save() -> None:
         ckpt.save_student(path, distiller.student)
@@ -305,7 +273,11 @@ def run(checkpoint: str | os.PathLike, overrides: dict | None = None, *, data: s
     result["step"] = distiller.step
     save()
     d = result["distilled"]
-    say(f"held-out reconstruction vs the exact inverse: MSE {d['mse']:.3e} (RMSE {d['rmse_gray']:.2f} grey "
-        f"levels, max |err| {d['max_abs']:.3f}); cached sequential inverse MSE {d['exact_mse']:.1e}")
+    say(f"held-out reconstruction vs the exact inverse (encoded test images; pixels, clipped to [-1, 1]): RMSE "
+        f"{d['rmse_gray']:.2f} grey levels, max |err| {d['max_abs_gray']:.1f} grey levels, "
+        f"{100 * d['changed_pixels']:.1f}% of pixels differ after quantising; in the flow's input space MSE "
+        f"{d['flow_mse']:.3e}, max |err| {d['flow_max_abs']:.3f}; cached sequential inverse "
+        f"{d['exact_rmse_gray']:.1e} grey levels. On sampled latents the error is larger: "
+        f"farmer.decoder_error.sampled_decoder_error")
     say(f"saved {path / ckpt.STUDENT_FILE}; sample with decoder='distilled'")
     return result
