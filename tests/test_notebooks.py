@@ -1,8 +1,10 @@
-"""Static checks of the teaching notebooks (issue 5). Executing them is `make test`'s nbmake step.
+"""Static checks of the teaching notebooks (issues 5 and 27). Executing them is `make test`'s nbmake step.
 
 Each notebook must exist, say its run time in its first cell, carry the outputs of a full run
 (committed after `make notebooks`), stay under 3 MB, use the library instead of re-implementing it,
-load the shipped checkpoint, and end with a summary and references.
+load the shipped checkpoint, end with exercises (each answer checked by a collapsed cell that ran
+with the reference answer), a summary and references, and store a static PNG beside every
+interactive (plotly or widget) output so it reads without a kernel.
 """
 from __future__ import annotations
 
@@ -85,6 +87,13 @@ FIGURE_CLAIMS = [
     ("02_channel_partitioning", "channel_experiment(", ['fig7["ratio"]', 'fig7["perturb_informative"]']),
     ("02_channel_partitioning", "np.histogram(vals", ["counts.sum() == vals.size", "rms"]),
     ("04_guidance_resampling", "sample_quality(", ['["class_consistency"]', '["fd"]']),
+    ("04_guidance_resampling", "busy = {", ["busy[", 'moved["naive w=4"]']),
+    ("04_guidance_resampling", "plain = farmer.sample(", ["max(share.values())"]),
+    ("01_flow_inversion", "lin, sph = ", ["lin[4] > max(", "lin[4] < sph[4]"]),
+    ("05_one_step_distillation", "distiller = Distiller(", ["losses[-5:].mean() < losses[:5].mean()"]),
+    ("05_one_step_distillation", "dq = {", ['["class_consistency"]', '["fd"]']),
+    ("06_likelihood_maps", "border, centre = ", ["border[level > 0] > centre[level > 0]"]),
+    ("06_likelihood_maps", "bound = {", ["bound[a_] >= bound[b_]"]),
 ]
 
 
@@ -103,3 +112,45 @@ def test_claims_about_a_figure_are_asserted_where_the_number_is_computed(name, c
     assert not missing, f"{name}: the cell computing {computes!r} asserts nothing about {missing}"
     assert not [o for o in cells[0].get("outputs", []) if o.get("output_type") == "error"]
     assert isinstance(cells[0].get("execution_count"), int), "the asserting cell must have been run"
+
+
+PLOTLY, WIDGET = "application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_interactive_outputs_have_a_static_image(name):
+    """A plotly figure carries an image/png in its own output; a widget has a PNG snapshot in its cell."""
+    for cell in _load(name)["cells"]:
+        outputs = cell.get("outputs", []) if cell["cell_type"] == "code" else []
+        for o in outputs:
+            data = o.get("data", {})
+            html = "".join(data.get("text/html", ""))
+            if PLOTLY in data or "plotly" in html.lower():
+                assert "image/png" in data, f"{name}: a plotly output without a static PNG: {_source(cell)[:120]!r}"
+            if WIDGET in data:
+                assert any("image/png" in p.get("data", {}) for p in outputs), \
+                    f"{name}: a widget without a static snapshot: {_source(cell)[:120]!r}"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_exercises_with_checked_answers(name):
+    """2-4 exercises before the summary: an answer cell (None = the reference answer), a collapsed check cell
+    that calls check_answer and ran without error ("right: ..."), then a collapsible solution."""
+    cells = _load(name)["cells"]
+    heads = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and _source(c).startswith("## Exercises")]
+    summary = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Summary" in _source(c)]
+    assert len(heads) == 1 and heads[0] < summary[0], "one Exercises section, before the summary"
+    checks = [i for i, c in enumerate(cells) if "solution" in c.get("metadata", {}).get("tags", [])]
+    assert 2 <= len(checks) <= 4, f"{name}: {len(checks)} exercises"
+    for n, i in enumerate(checks, start=1):
+        cell = cells[i]
+        assert cell["cell_type"] == "code" and heads[0] < i < summary[0]
+        assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, "the check cell is collapsed"
+        assert f"check_answer(answer_{n}," in _source(cell)
+        assert f"answer_{n} = None" in _source(cells[i - 1]), "an answer cell, left empty, precedes the check"
+        assert cells[i - 2]["cell_type"] == "markdown" and f"**Exercise {n}.**" in _source(cells[i - 2])
+        assert cells[i + 1]["cell_type"] == "markdown" and "<details>" in _source(cells[i + 1])
+        outs = cell.get("outputs", [])
+        assert isinstance(cell.get("execution_count"), int) and not [o for o in outs if o["output_type"] == "error"]
+        assert any("right: the reference answer" in "".join(o.get("text", "")) for o in outs), \
+            f"{name}: exercise {n}'s reference answer was not confirmed by its check"
