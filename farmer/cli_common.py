@@ -56,5 +56,6 @@ def _friendly(fn, parser: argparse.ArgumentParser | None = None):
 
 def _checkpoint_tag(path) -> str:
     """A file-name tag for a checkpoint: "fmnist", or "run_step_00000040" for a run folder's checkpoint."""
-    return f"{path.parent.parent.name}_{path.name}" if path.parent.name == "checkpoints" else path.name
+    run_checkpoint = path.parent.name == "checkpoints" and path.name.startswith("step_")   # RUN/checkpoints/step_*
+    return f"{path.parent.parent.name}_{path.name}" if run_checkpoint else path.name
 

@@ -18,15 +18,23 @@ there and from how the run was started:
 So the records, checkpoints and grids of one run are never mixed with
 another's, and nothing of an earlier run is overwritten or deleted unless the
 caller asked for it by name. Under torchrun only rank 0 looks at the folder
-and acts; the verdict reaches every rank (see `farmer.train`).
+and acts; `claim_for_ranks` gives every rank its verdict.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
 
 from . import checkpoint as ckpt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .distributed import Dist
 
 RUN_FILES = ("metrics.jsonl", "loss_curve.png", "checkpoints", "samples")   # what a run writes under --out
 RESUME_MODES = (False, True, "auto")
@@ -79,3 +87,35 @@ def claim(out: str | os.PathLike, resume: bool | str = False, replace: bool = Fa
     for p in found:                                                           # replace=True: the old run goes
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     return None
+
+
+def claim_for_ranks(out: Path, resume: bool | str, replace: bool, dd: "Dist") -> Path | None:
+    """`claim` on rank 0, before any rank writes; every rank gets the verdict (a collective).
+
+    Returns the checkpoint to resume from (None: a fresh start). A refusal is a
+    ValueError on every rank: rank 0's names the folder and the flags."""
+    error: ValueError | None = None
+    last = None
+    if dd.main:
+        try:
+            last = claim(out, resume, replace)
+        except ValueError as e:
+            error = e
+    if dd.world > 1:                                                    # rank 0's verdict, to every rank
+        flag = torch.tensor([float(error is not None)], device=dd.device)
+        dist.all_reduce(flag)
+        if not dd.main:
+            if flag.item():
+                raise ValueError(f"rank 0 refused the run folder {out} (its message says why)")
+            last = ckpt.latest_checkpoint(out) if resume else None
+    if error is not None:
+        raise error
+    return last
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past `step` (written after the checkpoint we resume from) so the log has no duplicates."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    ckpt.atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())

@@ -56,7 +56,7 @@ from .data import ImageDataset, cosine_sigma, iterate_batches, load_dataset, mak
 from .layers import Transformer, set_activation_checkpointing
 from .likelihood import LN2, LN128
 from .model import Farmer
-from .run_folder import check_resume_mode, claim
+from .run_folder import check_resume_mode, claim_for_ranks, truncate_metrics
 
 
 class TrainingAborted(RuntimeError):
@@ -206,7 +206,7 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
     out = Path(out_dir)
     ok = False
     try:
-        last = _claim(out, resume, replace, dd)
+        last = claim_for_ranks(out, resume, replace, dd)
         result = _train(model_cfg, cfg, out, dd, say, last, dataset, progress, keep_files=tmp_out is None,
                         checkpoints=checkpoints)
         ok = True
@@ -215,30 +215,6 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
         if tmp_out is not None and dd.main:
             shutil.rmtree(tmp_out, ignore_errors=True)
         teardown(dd, ok)
-
-
-def _claim(out: Path, resume: bool | str, replace: bool, dd: Dist) -> Path | None:
-    """run_folder.claim on rank 0, before any rank writes; every rank gets the verdict (a collective).
-
-    Returns the checkpoint to resume from (None: a fresh start). A refusal is a
-    ValueError on every rank: rank 0's names the folder and the flags."""
-    error: ValueError | None = None
-    last = None
-    if dd.main:
-        try:
-            last = claim(out, resume, replace)
-        except ValueError as e:
-            error = e
-    if dd.world > 1:                                                    # rank 0's verdict, to every rank
-        flag = torch.tensor([float(error is not None)], device=dd.device)
-        dist.all_reduce(flag)
-        if not dd.main:
-            if flag.item():
-                raise ValueError(f"rank 0 refused the run folder {out} (its message says why)")
-            last = ckpt.latest_checkpoint(out) if resume else None
-    if error is not None:
-        raise error
-    return last
 
 
 def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: Callable[[str], None],
@@ -287,7 +263,7 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: 
         start, bad_total = _restore(last, model, ema, opt, model_cfg, cfg, say, data)
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(out / "metrics.jsonl", start)
+        truncate_metrics(out / "metrics.jsonl", start)
     runner: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] = _LossModule(model)
     if cfg.fsdp:
         runner = model.loss                                             # the root unit all-gathers in forward
@@ -463,14 +439,6 @@ def _restore(path: Path, model: Farmer, ema: Farmer, opt: torch.optim.Optimizer,
         say(f"--resume: training settings changed since the checkpoint (was, now): {changed}")
     say(f"resumed from {path} at step {js['step']}")
     return int(js["step"]), int(js.get("bad_steps", 0))
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records past `step` (written after the checkpoint we resume from) so the log has no duplicates."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    ckpt.atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
 
 
 def _sample_grid(ema: Farmer, cfg: TrainConfig, path: Path, say: Callable[[str], None]) -> None:

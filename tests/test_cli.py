@@ -254,3 +254,17 @@ def test_warm_up_longer_than_the_run_is_warned(tmp_path, run_farmer):
     ok = run_farmer("train", "--preset", "tiny", "--data", "synthetic", "--steps", "2", "--warmup-steps", "1",
                     "--batch-size", "8", "--dry-run", "--no-progress", "--device", "cpu")
     assert ok.returncode == 0 and "warm-up" not in ok.stdout
+
+
+def test_quality_shows_w_only_when_guided_and_warns_about_small_fd(fmnist_dir, run_farmer, tmp_path):
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    r = run_farmer("quality", repo / "checkpoints" / "fmnist", "--samples", "4", "--batch-size", "4",
+                   "--guidance", "none", "--data-dir", fmnist_dir, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no guidance" in r.stdout and "w=" not in r.stdout
+    assert "warning: FD from 4 samples" in r.stderr and "1,000" in r.stderr
+    written = tmp_path / "quality_fmnist_none.json"                     # the working folder, not the checkpoint
+    res = json.loads(written.read_text())
+    assert res["guidance"] == "none" and "cfg_scale" not in res
+    assert not (repo / "checkpoints" / "fmnist" / "quality_none.json").exists()
