@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/guidance.py [--checkpoint checkpoints/fmnist] [--samples 2000]
 
 For every guidance weight w in --weights it draws --samples class-conditional
-images (balanced labels, the same seeds for every setting) with resampling
-CFG (FARMER's Algorithm 1) and with the naive per-dimension rule
-(GIVT/JetFormer), then, at --candidates-w, sweeps the number of resampling
-candidates s_c = s_u. Each setting is scored with the shipped Fashion-MNIST
+images (balanced labels, the same seeds for every setting) with each rule of
+--rules: resampling CFG (FARMER's Algorithm 1) with the exact importance
+weights (T_π,v = T_σ,v = T_s = 1, the library's default), with the paper's
+Table 6 weights (T_π,v = 0.1, T_s = 1.1), with the balance-heuristic weights,
+and the naive per-dimension rule (GIVT/JetFormer); then, at --candidates-w,
+it sweeps the number of resampling candidates s_c = s_u. Each setting is scored with the shipped Fashion-MNIST
 classifier (`farmer.quality.sample_quality`):
 
 * class consistency — the fraction of samples it assigns to the class asked for;
@@ -35,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import farmer  # noqa: E402
 from farmer.data import load_fashion_mnist  # noqa: E402
+from farmer.guidance import EXACT_WEIGHTS, TABLE6_WEIGHTS  # noqa: E402
 from farmer.quality import load_classifier, predict, sample_quality  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -57,23 +60,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(HERE / "guidance.json"))
+    p.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES),
+                   help="guidance rules: resampling with exact weights (the default), with Table 6's, "
+                        "with balance-heuristic weights, naive")
     p.add_argument("--fresh", action="store_true", help="ignore results already in --out")
     return p.parse_args(argv)
 
 
-# the rows of the study: (label, guidance, resampling weights)
-RULES = (("resample", "resample", "paper"), ("resample-balance", "resample", "balance"),
-         ("naive", "naive", "paper"))
+# the rows of the study: label -> (guidance, resampling weights, weight temperatures)
+RULES = {"resample": ("resample", "paper", EXACT_WEIGHTS),              # the library's default
+         "resample-table6": ("resample", "paper", TABLE6_WEIGHTS),      # the paper's Table 6 settings
+         "resample-balance": ("resample", "balance", EXACT_WEIGHTS),
+         "naive": ("naive", "paper", {})}
 
 
 def settings(args) -> list[dict]:
     """The (rule, w, candidates) grid; the default candidates are the sampler's (5)."""
-    grid = [{"guidance": "none", "cfg_scale": 0.0, "candidates": 5, "weights": "paper"}] if 0 in args.weights else []
-    for label, mode, weights in RULES:
-        grid += [{"guidance": mode, "cfg_scale": w, "candidates": 5, "weights": weights, "rule": label}
-                 for w in args.weights if w != 0]
+    grid = [{"guidance": "none", "cfg_scale": 0.0, "candidates": 5, "weights": "paper", "temps": {}}] \
+        if 0 in args.weights else []
+    for label in args.rules:
+        mode, weights, temps = RULES[label]
+        grid += [{"guidance": mode, "cfg_scale": w, "candidates": 5, "weights": weights, "temps": temps,
+                  "rule": label} for w in args.weights if w != 0]
     grid += [{"guidance": "resample", "cfg_scale": args.candidates_w, "candidates": s, "weights": "paper",
-              "rule": "resample"} for s in args.candidates if s != 5 or args.candidates_w not in args.weights]
+              "temps": EXACT_WEIGHTS, "rule": "resample"}
+             for s in args.candidates if s != 5 or args.candidates_w not in args.weights]
     return grid
 
 
@@ -110,7 +121,7 @@ def run(args) -> dict:
             q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch,
                                seed=args.seed, guidance=s["guidance"], cfg_scale=s["cfg_scale"],
                                candidates_cond=s["candidates"], candidates_uncond=s["candidates"],
-                               resample_weights=s["weights"], decoder=args.decoder)
+                               resample_weights=s["weights"], decoder=args.decoder, **s["temps"])
             r = {**s, **q}
         results.append(r)
         print(f"{rule(r):>16} {r['cfg_scale']:>4g} {r['candidates']:>7} | "
@@ -125,10 +136,15 @@ def plot(report: dict, path: Path, candidates_w: float) -> None:
     import matplotlib.pyplot as plt
     res = report["results"]
     base = [r for r in res if r["guidance"] == "none"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    names = {"resample": "resampling CFG (FARMER, Algorithm 1 weights)",
+    cand = sorted([r for r in res if rule(r) == "resample" and r["cfg_scale"] == candidates_w],
+                  key=lambda r: r["candidates"])
+    sweep = len(cand) > 1                                           # a candidate sweep was run
+    fig, axes = plt.subplots(1, 3 if sweep else 2, figsize=(13 if sweep else 10, 3.8))
+    names = {"resample": "resampling CFG (Algorithm 1, exact weights: the default)",
+             "resample-table6": "resampling CFG (Algorithm 1, Table 6: T_π,v 0.1, T_s 1.1)",
              "resample-balance": "resampling CFG, balance-heuristic weights", "naive": "naive CFG (GIVT/JetFormer)"}
-    for mode, colour in (("resample", "C0"), ("resample-balance", "C1"), ("naive", "C3")):
+    for mode, colour in (("resample", "C0"), ("resample-table6", "C2"), ("resample-balance", "C1"),
+                         ("naive", "C3")):
         rows = sorted(base + [r for r in res if rule(r) == mode and r["candidates"] == 5],
                       key=lambda r: r["cfg_scale"])
         if len(rows) <= len(base):
@@ -137,18 +153,17 @@ def plot(report: dict, path: Path, candidates_w: float) -> None:
         label = names[mode]
         axes[0].plot(w, [r["fd"] for r in rows], "o-", color=colour, label=label)
         axes[1].plot(w, [100 * r["class_consistency"] for r in rows], "o-", color=colour, label=label)
-    cand = sorted([r for r in res if rule(r) == "resample" and r["cfg_scale"] == candidates_w],
-                  key=lambda r: r["candidates"])
-    ax2 = axes[2].twinx()
-    axes[2].plot([r["candidates"] for r in cand], [r["fd"] for r in cand], "o-", color="C0", label="FD")
-    ax2.plot([r["candidates"] for r in cand], [100 * r["class_consistency"] for r in cand], "s--",
-             color="C2", label="class consistency")
+    if sweep:
+        ax2 = axes[2].twinx()
+        axes[2].plot([r["candidates"] for r in cand], [r["fd"] for r in cand], "o-", color="C0", label="FD")
+        ax2.plot([r["candidates"] for r in cand], [100 * r["class_consistency"] for r in cand], "s--",
+                 color="C2", label="class consistency")
+        axes[2].set(xlabel="candidates s_c = s_u", ylabel="FD", title=f"resampling CFG, w = {candidates_w:g}")
+        axes[2].set_xscale("log")
+        ax2.set_ylabel("class consistency (%)", color="C2")
     axes[0].set(xlabel="guidance weight w", ylabel="FD (Fashion-MNIST classifier features)", title="FD ↓")
     axes[1].set(xlabel="guidance weight w", ylabel="class consistency (%)", title="class consistency ↑")
-    axes[2].set(xlabel="candidates s_c = s_u", ylabel="FD", title=f"resampling CFG, w = {candidates_w:g}")
-    axes[2].set_xscale("log")
-    ax2.set_ylabel("class consistency (%)", color="C2")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="lower right")
     n = report["meta"]["samples"]
     fig.suptitle(f"Guidance on the shipped Fashion-MNIST FARMER ({n} samples per point, balanced classes)",
                  fontsize=10)

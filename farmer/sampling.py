@@ -35,6 +35,16 @@ from .decoders import Jacobi, check_decoder, inverse_steps, invert
 from .model import DECODERS, Farmer  # noqa: F401  (DECODERS re-exported)
 
 
+# The smallest redundant pool per token that `sample` accepts. All N redundant tokens of an
+# image are drawn WITHOUT replacement from one pool of S candidates, so as S -> N the draws
+# tend to the proposal mixture and the guidance on Z^R vanishes (or reverses: half the pool
+# comes from G_u). On the 1-D toy of benchmarks/guidance_toy.py (N = 49, exact weights) the
+# share of the guided mean shift reached is, for w = 0.5 … 3: S = 1.5N: <= 0; 3N: 0.36-0.59;
+# 5N: 0.62-0.88 (about what one token's 5 + 5 candidates reach, 0.67-0.86); 10N (the
+# default N·(s_c + s_u)): 0.80-0.96. A pool of G_c candidates alone fares alike (5N: 0.87-0.96).
+MIN_POOL_PER_TOKEN = 5
+
+
 @dataclass
 class SampleResult:
     """What `sample(..., return_intermediates=True)` returns.
@@ -89,9 +99,11 @@ def _labels(model: Farmer, labels, num_samples: int | None, device: torch.device
 
 
 def _pools(redundant_pool, s_c: int, s_u: int, tokens: int) -> tuple[int, int]:
-    """Candidate pool sizes for the redundant group: None -> N times the per-token sizes."""
+    """Candidate pool sizes for the redundant group: None -> N times the per-token sizes,
+    scaled up (same ratio) to at least MIN_POOL_PER_TOKEN candidates per token."""
     if redundant_pool is None:
-        return s_c * tokens, s_u * tokens
+        scale = max(1, math.ceil(MIN_POOL_PER_TOKEN / max(1, s_c + s_u)))
+        return scale * s_c * tokens, scale * s_u * tokens
     if isinstance(redundant_pool, int) and not isinstance(redundant_pool, bool):
         redundant_pool = (redundant_pool, redundant_pool)
     if (not isinstance(redundant_pool, (tuple, list)) or len(redundant_pool) != 2
@@ -150,8 +162,8 @@ class _Plan:
 
 def _plan(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: float = 2.0,
           seed: int = 0, num_samples: int | None = None, t_pi: float = 1.0, t_sigma: float = 1.0,
-          candidates_cond: int = 5, candidates_uncond: int = 5, t_pi_verify: float = 0.1,
-          t_sigma_verify: float = 1.0, t_select: float = 1.1,
+          candidates_cond: int = 5, candidates_uncond: int = 5, t_pi_verify: float = 1.0,
+          t_sigma_verify: float = 1.0, t_select: float = 1.0,
           redundant_pool: int | tuple[int, int] | None = None, max_tries: int = 1000,
           resample_weights: str = "paper") -> _Plan:
     """Check every argument (ValueError naming it) and set up labels, generator and guidance."""
@@ -172,10 +184,14 @@ def _plan(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: floa
     pool = _pools(redundant_pool, candidates_cond, candidates_uncond, model.cfg.tokens)
     if resample_weights not in RESAMPLE_WEIGHTS:
         raise ValueError(f"resample_weights must be one of {RESAMPLE_WEIGHTS}, got {resample_weights!r}")
-    if guidance == "resample" and model.cfg.redundant_mode == "split" and sum(pool) < model.cfg.tokens:
-        raise ValueError(f"redundant_pool {pool} holds {sum(pool)} candidates, but the N = {model.cfg.tokens} "
-                         f"redundant tokens of an image are drawn from it without replacement: "
-                         f"give at least {model.cfg.tokens} (or None for N·(s_c, s_u))")
+    n_tok = model.cfg.tokens
+    if guidance == "resample" and model.cfg.redundant_mode == "split" and sum(pool) < MIN_POOL_PER_TOKEN * n_tok:
+        raise ValueError(f"redundant_pool {pool} holds {sum(pool)} candidates for the N = {n_tok} redundant "
+                         f"tokens of an image, which are drawn from it without replacement; below "
+                         f"{MIN_POOL_PER_TOKEN} per token the draws tend to the proposal mixture and most of the "
+                         f"guidance on Z^R is lost (benchmarks/guidance_toy.py: at most 59% of the guided shift "
+                         f"with 3 per token, none at all with 1.5): give at least {MIN_POOL_PER_TOKEN * n_tok} "
+                         f"(or None for N·(s_c, s_u))")
     device = next(model.parameters()).device
     y = _labels(model, labels, num_samples, device)
     B = num_samples if y is None else y.shape[0]
@@ -267,7 +283,7 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
            decoder: str = "sequential", seed: int = 0, num_samples: int | None = None,
            t_pi: float = 1.0, t_sigma: float = 1.0,
            candidates_cond: int = 5, candidates_uncond: int = 5,
-           t_pi_verify: float = 0.1, t_sigma_verify: float = 1.0, t_select: float = 1.1,
+           t_pi_verify: float = 1.0, t_sigma_verify: float = 1.0, t_select: float = 1.0,
            redundant_pool: int | tuple[int, int] | None = None, max_tries: int = 1000,
            resample_weights: str = "paper", denoise: float = 0.0,
            jacobi_tol: float = 1e-4, jacobi_max_iter: int | None = None, jacobi_chunk: int | None = None,
@@ -295,11 +311,23 @@ def sample(model: Farmer, labels=None, *, guidance: str = "none", cfg_scale: flo
     t_pi, t_sigma: proposal temperatures T_π (× mixture logits), T_σ (× scales),
         used by every guidance mode.
     candidates_cond, candidates_uncond: s_c, s_u candidates per informative token.
+        Resampling is importance resampling from a finite pool, so it falls short
+        of the guided target: on the 1-D toy of benchmarks/guidance_toy.py, with
+        exact weights, 5 + 5 candidates move the mean 67–86% of the way to the
+        target for w = 0.5 … 3, 10 + 10 83–96%, 25 + 25 92–99%.
     t_pi_verify, t_sigma_verify: T_π,v, T_σ,v at which the weights are evaluated.
     t_select: T_s, multiplies the log-weights before the softmax.
+        The defaults (1, 1, 1) are the exact importance weights of Eq. 15
+        (farmer.guidance.EXACT_WEIGHTS), chosen by measurement: with them resampling
+        is at least as class-consistent as no guidance at every w (benchmarks/guidance.py).
+        The paper's Table 6 settings (T_π,v = 0.1, T_s = 1.1) sharpen the pick; pass
+        `**farmer.guidance.TABLE6_WEIGHTS` to use them.
     redundant_pool: candidate pool (cond, uncond) for the redundant group, from
         which all N redundant draws of an image are taken; an int means the same
-        size for both; None = N·(s_c, s_u), as many candidates per draw as a token gets.
+        size for both; None = N·(s_c, s_u), as many candidates per draw as a token gets
+        (scaled up to MIN_POOL_PER_TOKEN·N in all when s_c + s_u is smaller). Pools of
+        fewer than MIN_POOL_PER_TOKEN·N candidates are refused (ValueError): N draws
+        without replacement from them lose most of the guidance on Z^R.
     max_tries: rejection-sampling proposals per value for "naive" before the fallback.
     resample_weights: "paper" (Algorithm 1's weights) or "balance" (the balance
         heuristic over the pooled proposal, `farmer.guidance.resample_cfg`).

@@ -164,3 +164,30 @@ def test_cli_sample_writes_png_and_npy(tmp_path, model):
     assert np.array_equal(arr, expected.numpy())
     png = np.asarray(Image.open(out))
     assert png.shape == image_grid(expected, nrow=2).shape[:2]
+
+
+def test_undersized_redundant_pool_is_refused_and_the_default_pool_is_raised(model):
+    from farmer.sampling import MIN_POOL_PER_TOKEN, _pools
+    n = model.cfg.tokens
+    for pool in (n, (n, 0), (0, 2 * n), (MIN_POOL_PER_TOKEN * n - 1, 0)):
+        with pytest.raises(ValueError, match="redundant_pool"):
+            farmer.sample(model, LABELS, guidance="resample", redundant_pool=pool)
+    # a pool of conditional candidates only is fine once it is large enough
+    farmer.sample(model, LABELS, guidance="resample", redundant_pool=(MIN_POOL_PER_TOKEN * n, 0))
+    # the default pool N·(s_c, s_u) is scaled up, keeping its ratio, when s_c + s_u is small
+    assert _pools(None, 1, 1, n) == (3 * n, 3 * n)
+    assert _pools(None, 5, 5, n) == (5 * n, 5 * n)
+    farmer.sample(model, LABELS, guidance="resample", candidates_cond=1, candidates_uncond=1)
+
+
+def test_default_resampling_weights_are_exact_and_table6_is_available_by_name(model):
+    import inspect
+    from farmer.guidance import EXACT_WEIGHTS, TABLE6_WEIGHTS
+    params = inspect.signature(farmer.sample).parameters
+    assert {k: params[k].default for k in EXACT_WEIGHTS} == EXACT_WEIGHTS == \
+        {"t_pi_verify": 1.0, "t_sigma_verify": 1.0, "t_select": 1.0}
+    exact = farmer.sample(model, LABELS, guidance="resample", cfg_scale=2.0, seed=3)
+    assert torch.equal(exact, farmer.sample(model, LABELS, guidance="resample", cfg_scale=2.0, seed=3,
+                                            **EXACT_WEIGHTS))
+    table6 = farmer.sample(model, LABELS, guidance="resample", cfg_scale=2.0, seed=3, **TABLE6_WEIGHTS)
+    assert not torch.equal(exact, table6)                           # the weights change the picks
