@@ -136,3 +136,14 @@ def test_cli_distill_resumes_and_farmer_load_picks_the_student_up(tmp_path):
         assert torch.equal(p, q)
     imgs = farmer.sample(la, [0, 1], decoder="distilled", seed=0)
     assert imgs.shape == (2, 1, 8, 8) and imgs.dtype == torch.uint8
+
+
+def test_a_warm_up_longer_than_the_run_is_warned_and_the_errors_say_their_space(tmp_path, capsys):
+    model = perturbed_model(seed=4)
+    path = checkpoint.save(model, tmp_path / "w", train={"data": "digits"})
+    assert cli_main(["distill", str(path), "--steps", "2", "--warmup", "20", "--batch-size", "8", "--eval-images",
+                     "8", "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the warm-up (20 steps) is longer than the run (2 steps)" in out
+    assert "ends at 2e-05 of 0.0002" in out                       # the default lr 2e-4, reached only to 2/20
+    assert "pixels, clipped to [-1, 1]" in out and "grey levels" in out and "flow's input space" in out
