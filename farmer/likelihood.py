@@ -110,6 +110,29 @@ def likelihood_map(model: "Farmer", x: torch.Tensor, y: torch.Tensor | None = No
     }
 
 
+def within_patch_share(pixel_bits: torch.Tensor, patch_size: int) -> float:
+    """How much of a per-pixel map's variance lies inside its p×p patches: the map's resolution.
+
+    pixel_bits: (B, C, H, W), e.g. `likelihood_map(...)["pixel_bits"]`. For each
+    image and channel the map's variance about its mean splits exactly (law of
+    total variance) into the variance of the patch means (between patches) and
+    the mean variance inside the patches (within). Returns the mean over images
+    of within / total, in [0, 1]: 0 for a map that is constant on every patch
+    (e.g. a log-det term spread evenly over its patch, as the DCT in front of
+    the flow does to most of the map), larger when the map resolves detail
+    inside the patches. An image whose map is constant counts as 0.
+    """
+    B, C, H, W = pixel_bits.shape
+    p = patch_size
+    if H % p or W % p:
+        raise ValueError(f"within_patch_share: the map's size {H}x{W} is not a multiple of patch_size {p}")
+    m = pixel_bits.double().reshape(B, C, H // p, p, W // p, p)                # (B, C, H/p, p, W/p, p)
+    within = (m - m.mean((3, 5), keepdim=True)).square().sum((1, 2, 3, 4, 5))  # (B,)
+    total = (m - m.mean((2, 3, 4, 5), keepdim=True)).square().sum((1, 2, 3, 4, 5))  # (B,), per channel mean
+    share = torch.where(total > 0, within / total.clamp_min(1e-300), torch.zeros_like(total))
+    return float(share.mean())
+
+
 # ============================================================================ whole splits
 def estimator_name(k: int) -> str:
     """How a bits/dim figure was estimated; stored next to every number (DESIGN §1.6)."""
