@@ -14,7 +14,7 @@ from .handlers import ignored_settings
 from .inputs import GUIDANCE, Z_I_MODES, Z_R_MODES
 from .handlers import NEGATIVE_BITS
 from .ui import INFO, classify_panel, cleared, image_picker, likelihood_outputs, model_picker, whole
-from .wiring import clear_on_change, mark_stale_on_change, number, routed
+from .wiring import Dropdown, Radio, clear_on_change, mark_stale_on_change, number, routed
 
 PRIVATE = dict(queue=False, api_visibility="private", show_progress="hidden")
 
@@ -33,9 +33,9 @@ def sample_tab(shelf, run: dict, ok) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
             model, _ = model_picker(shelf, "sample")
-            cls = gr.Dropdown(wb.class_choices, value=wb.class_choices[min(1, len(wb.class_choices) - 1)],
+            cls = Dropdown(wb.class_choices, value=wb.class_choices[min(1, len(wb.class_choices) - 1)],
                               label="class", elem_id="sample-class")
-            guidance = gr.Radio(list(GUIDANCE), value=val("guidance", "resample"), label="guidance",
+            guidance = Radio(list(GUIDANCE), value=val("guidance", "resample"), label="guidance",
                                 info="resample: FARMER's Algorithm 1; naive: GIVT/JetFormer rejection",
                                 elem_id="sample-guidance")
             w0 = float(val("cfg_scale", 2.0))
@@ -67,7 +67,7 @@ def sample_tab(shelf, run: dict, ok) -> None:
                 seed = whole("seed", "seed", 0, elem_id="sample-seed")
                 batch = number("batch_size", "batch size", min(8, wb.max_batch), 1, high=wb.max_batch,
                                elem_id="sample-batch")
-            decoder = gr.Radio(list(wb.decoders), value="sequential", label="decoder (AF inverse)",
+            decoder = Radio(list(wb.decoders), value="sequential", label="decoder (AF inverse)",
                                info="sequential: KV-cached, exact; jacobi: parallel fixed-point iteration (same "
                                     "images to 1e-4; iterations in the stats); distilled: one pass per block; "
                                     "hybrid: Jacobi from the student", elem_id="sample-decoder")
@@ -180,11 +180,11 @@ def channels_tab(shelf, run: dict, ok) -> None:
         with gr.Column(scale=1, min_width=340):
             model, _ = model_picker(shelf, "channels")
             pick_c = image_picker(wb, "c", 0, "the class c of G_{N+1}(· | Z^I, c) that Z^R is redrawn from")
-            zr_mode = gr.Radio(list(Z_R_MODES), value="redraw", label="Z^R", elem_id="c-zr-mode",
+            zr_mode = Radio(list(Z_R_MODES), value="redraw", label="Z^R", elem_id="c-zr-mode",
                                info="keep the image's own, or redraw from the model's shared mixture")
             v = number("variance_scale", "Z^R variance scale", 1.0, 0.1, elem_id="c-variance",
                        info="0: the mixture components' means; 1: the model's own spread")
-            zi_mode = gr.Radio(list(Z_I_MODES), value="keep", label="Z^I", elem_id="c-zi-mode",
+            zi_mode = Radio(list(Z_I_MODES), value="keep", label="Z^I", elem_id="c-zi-mode",
                                info="keep the image's own, or add Gaussian noise")
             zi_noise = number("z_i_noise", "Z^I noise (× each channel's std over the tokens)", 1.0, 0.05,
                               info="1: the paper's Fig. 7 (noise of the channel's own spread)",
@@ -192,7 +192,7 @@ def channels_tab(shelf, run: dict, ok) -> None:
             with gr.Row():
                 draws = number("draws", "draws", 4, 1, elem_id="c-draws")
                 c_seed = whole("seed", "seed", 0, elem_id="c-seed")
-            c_decoder = gr.Radio(list(wb.decoders), value=wb.decoders[0], label="decoder", elem_id="c-decoder")
+            c_decoder = Radio(list(wb.decoders), value=wb.decoders[0], label="decoder", elem_id="c-decoder")
             decode = gr.Button("Decode", variant="primary", elem_id="channels-button")
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="input, reconstruction, then every draw of the chosen case",
@@ -227,7 +227,7 @@ def interpolate_tab(shelf, run: dict, ok) -> None:
             pick_ib = image_picker(wb, "ib", 1)
     with gr.Row():
         steps = number("steps", "points on the path (ends included)", 9, 1, elem_id="interp-steps")
-        i_decoder = gr.Radio(list(wb.decoders), value=wb.decoders[0], label="decoder", elem_id="interp-decoder")
+        i_decoder = Radio(list(wb.decoders), value=wb.decoders[0], label="decoder", elem_id="interp-decoder")
         walk = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
     i_summary = gr.Markdown(elem_id="interp-summary")
     # no label or toolbar over the strips: they would cover the end images; up to 8 images a row

@@ -16,7 +16,7 @@ from farmer.images import FITS
 
 from .handlers import ANY_CLASS, OWN_LABEL, SOURCES, Workbench
 from .models import Shelf, map_kind
-from .wiring import CLOSE_TOASTS, checked, number  # noqa: F401  (checked: re-exported)
+from .wiring import CLOSE_TOASTS, Checkbox, Dropdown, Radio, checked, number  # noqa: F401  (checked: re-exported)
 
 MODEL_GROUP = "model"        # concurrency_id shared by every endpoint that runs the model
 # Gradio 6 takes css in launch() (`python -m app` passes it):
@@ -60,7 +60,7 @@ def model_note(shelf: Shelf, name: str, view: str) -> str:
 
 def model_picker(shelf: Shelf, view: str) -> tuple[gr.Dropdown, gr.Markdown]:
     name = shelf.defaults[view]
-    pick = gr.Dropdown(shelf.names, value=name, label="model", interactive=len(shelf) > 1, elem_id=f"{view}-model")
+    pick = Dropdown(shelf.names, value=name, label="model", interactive=len(shelf) > 1, elem_id=f"{view}-model")
     note = gr.Markdown(model_note(shelf, name, view), elem_id=f"{view}-model-note")
     pick.change(lambda n: model_note(shelf, n, view), pick, note, queue=False, api_visibility="private",
                 show_progress="hidden")
@@ -71,29 +71,29 @@ def image_picker(wb: Workbench, key: str, index: int, condition: str | None = No
     """The nine inputs that choose an image (the first nine arguments of `likelihood` and
     `channels`): source, test class and index, sample class and seed, upload, fit, invert,
     and the label to condition on, with `condition` as its help line (None: left out, eight inputs)."""
-    source = gr.Radio(list(SOURCES), value=SOURCES[0] if wb.test is not None else SOURCES[1],
+    source = Radio(list(SOURCES), value=SOURCES[0] if wb.test is not None else SOURCES[1],
                       label="image", elem_id=f"{key}-source")
     with gr.Row():
-        test_class = gr.Dropdown([ANY_CLASS] + wb.classes, value=ANY_CLASS, label="test image: class",
+        test_class = Dropdown([ANY_CLASS] + wb.classes, value=ANY_CLASS, label="test image: class",
                                  elem_id=f"{key}-test-class")
         last = len(wb.test) - 1 if wb.test is not None else None
         test_index = whole("test_index", "test image: index (within the class, if one is chosen)", index,
                            high=last, elem_id=f"{key}-test-index")
     with gr.Row():
-        sample_class = gr.Dropdown(wb.class_choices, value=wb.class_choices[min(1, len(wb.class_choices) - 1)],
+        sample_class = Dropdown(wb.class_choices, value=wb.class_choices[min(1, len(wb.class_choices) - 1)],
                                    label="model sample: class", elem_id=f"{key}-sample-class")
         sample_seed = whole("seed", "model sample: seed", 0, elem_id=f"{key}-sample-seed")
     upload = gr.File(label="upload: any image file (converted to the model's input)", type="filepath",
                      elem_id=f"{key}-upload", height=110)
     with gr.Row():
-        fit = gr.Radio(list(FITS), value="pad", label="upload: fit to size",
+        fit = Radio(list(FITS), value="pad", label="upload: fit to size",
                        info="pad keeps the aspect ratio; crop fills; stretch ignores it")
-        invert = gr.Checkbox(False, label="upload: invert (dark-on-light → light-on-dark)")
+        invert = Checkbox(False, label="upload: invert (dark-on-light → light-on-dark)")
     # choosing a file selects the upload source (in the browser: no server round trip)
     upload.upload(None, None, source, js="() => 'upload'", api_visibility="private")
     picked = [source, test_class, test_index, sample_class, sample_seed, upload, fit, invert]
     if condition:
-        picked.append(gr.Dropdown(wb.condition_choices, value=OWN_LABEL, label="condition on class",
+        picked.append(Dropdown(wb.condition_choices, value=OWN_LABEL, label="condition on class",
                                   info=condition, elem_id=f"{key}-condition"))
     return picked
 

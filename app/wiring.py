@@ -14,7 +14,7 @@ import inspect
 import gradio as gr
 
 from .handlers import Workbench
-from .inputs import RANGES, check
+from .inputs import RANGES, check, refusal
 
 # closes the error and warning toasts still on screen: run after every successful request
 CLOSE_TOASTS = ("() => { document.querySelectorAll('.toast-body.error .toast-close, "
@@ -72,6 +72,25 @@ class CheckedNumber(gr.Number):
 _number_params = list(inspect.signature(gr.Number.__init__).parameters.values())
 CheckedNumber.__init__.__signature__ = inspect.Signature(
     _number_params + [inspect.Parameter("check_name", inspect.Parameter.KEYWORD_ONLY, default="")])
+
+
+def _quiet(component_cls):
+    """`component_cls` whose own refusal of a bad value (a choice not in the list, sent through the API)
+    names the control and prints no traceback in the server log; the browser draws the plain component."""
+    class Quiet(component_cls):
+        is_template = True
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error as e:
+                raise refusal(f"{self.label}: {e.message}", "Unknown option") from None
+
+    Quiet.__name__ = Quiet.__qualname__ = f"Quiet{component_cls.__name__}"
+    return Quiet
+
+
+Radio, Dropdown, Checkbox = _quiet(gr.Radio), _quiet(gr.Dropdown), _quiet(gr.Checkbox)
 
 
 def number(name: str, label: str, value: float, step: float = 1, high: float | None = None,
