@@ -135,7 +135,8 @@ class Workbench(ImagePicking, AnalysisHandlers):
         except (FileNotFoundError, ValueError) as e:
             self.test_error = f"No test images: {e}"
         self.has_student = self.model.student is not None
-        self.name = self.checkpoint.name                                        # Shelf makes it unique
+        # the folder the user named (a run folder, not its newest step_* inside); Shelf makes it unique
+        self.name = Path(checkpoint).resolve().name if checkpoint else self.checkpoint.name
         self.card_title = card_title(self.checkpoint)
         self.decoders = DECODERS if self.has_student else DECODERS[:2]
         self.recommended, self.recommended_from = recommended_sampling(self.checkpoint)

@@ -98,8 +98,8 @@ class Shelf:
     def __init__(self, workbenches):
         self.workbenches: dict[str, object] = {}
         for wb in workbenches:
-            name = wb.checkpoint.name
-            if name in self.workbenches or not name:                              # two runs' "checkpoints/"
+            name = wb.name
+            if name in self.workbenches or not name:                              # two folders of one name
                 name = f"{wb.checkpoint.parent.name}/{wb.checkpoint.name}"
             while name in self.workbenches:
                 name += "'"
