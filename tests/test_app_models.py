@@ -147,3 +147,9 @@ def test_no_frames_folder_until_a_sample_is_drawn():
     before = dict(handlers._FRAMES)
     Workbench(SAMPLE_MODEL, max_batch=1)
     assert handlers._FRAMES == before                                          # a start makes no folder
+
+
+def test_checkpoint_is_repeatable_and_defaults_to_the_shipped_models():
+    from app.__main__ import parse_args
+    assert parse_args([]).checkpoint is None                                   # None: shipped_checkpoints()
+    assert parse_args(["--checkpoint", "a", "--checkpoint", "b"]).checkpoint == ["a", "b"]
