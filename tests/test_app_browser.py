@@ -10,7 +10,7 @@ results, compares A and B (one colour scale per map kind, the difference map bel
 changes A and sees the comparison and A's Classify result cleared, switches the model and sees the map
 become per patch; classifies; runs the Channels tab's four cases and checks each shown pixel change and
 the summary's settings; interpolates at 16 points with every image whole. Screenshots of each step go to
-runs/app-screenshots/ (CI artifacts); the readme-*.png ones are the README's (docs/screenshots/).
+runs/app-screenshots/ (CI artifacts); the readme-*.png ones are docs/app.md's (copied to docs/screenshots/).
 """
 import re
 import shutil
@@ -91,7 +91,7 @@ def plot_data(page, selector: str) -> list[dict]:
 
 
 def readme_shot(page, name: str, height: int = 1500, clip_from: str | None = None, clip_to: str | None = None):
-    """A README screenshot (runs/app-screenshots/readme-NAME.png, copied to docs/screenshots/): the top
+    """A screenshot for docs/app.md (runs/app-screenshots/readme-NAME.png, copied to docs/screenshots/): the top
     `height` px of the page, or the full-page strip from `clip_from`'s top to the lowest bottom of the
     elements `clip_to` selects; notification toasts hidden."""
     hide = page.add_style_tag(content=".toast-wrap { display: none !important; }")

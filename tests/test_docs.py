@@ -3,7 +3,8 @@
 - Every "DESIGN §n" the project cites (code, app, benchmarks, tests, notebooks, cards, README, docs)
   names a section of docs/design.md, which says that the code cites it that way.
 - The site builds with `mkdocs build --strict` (`make docs`; `make test` builds it first, and this
-  test reuses that build while it is newer than every source, else builds it again).
+  test reuses that build while it is newer than every source, else builds it again); the notebooks'
+  exercise check cells (tagged `solution`) show their output there but not their source.
 - Playwright driving Debian's chromium (never a downloaded browser) opens the built site over http
   on 127.0.0.1, follows every link of the navigation, sees a notebook page's figures loaded, and
   finds every argument of `farmer.sample` on the API page.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import http.server
 import inspect
 import json
@@ -134,6 +136,23 @@ def test_the_site_builds_strictly_with_every_page():
     for nb in notebooks:
         assert (site / "notebooks" / f"{nb}.html").exists(), f"notebook {nb} is not rendered"
     assert not list(site.rglob("*.safetensors")), "the site must not carry model weights"
+
+
+@pytest.mark.slow
+def test_the_notebooks_solution_cells_show_only_their_output():
+    """mkdocs.yml's remove_tag_config: a check cell tagged `solution` holds the exercise's answer, so its
+    source is left off the site (its check_answer line is not there) while its output ("right: ...") is."""
+    site = built_site()
+    for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        page = html.unescape(re.sub(r"<[^>]+>", "", (site / "notebooks" / f"{nb.stem}.html").read_text()))
+        cells = [c for c in json.loads(nb.read_text())["cells"] if "solution" in c["metadata"].get("tags", [])]
+        assert cells, f"{nb.name} has no check cell tagged solution"
+        for cell in cells:
+            call = next(ln.strip() for ln in "".join(cell["source"]).splitlines() if "check_answer(" in ln)
+            assert call not in page, f"{nb.name}: a solution cell's source is on the site: {call}"
+            said = "".join(o.get("text", "") if isinstance(o.get("text"), str) else "".join(o.get("text", []))
+                           for o in cell["outputs"] if o.get("output_type") == "stream")
+            assert said.splitlines()[0].strip() in page, f"{nb.name}: a solution cell's output is missing"
 
 
 @pytest.fixture(scope="module")

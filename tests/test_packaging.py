@@ -32,7 +32,8 @@ def _conda_names() -> set[str]:
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in project["dependencies"]}
-    wanted |= {_name(r) for r in project["optional-dependencies"]["test"]}
+    for extra in ("test", "docs"):                   # environment.yml installs both extras' packages
+        wanted |= {_name(r) for r in project["optional-dependencies"][extra]}
     assert _conda_names() == wanted
 
 
