@@ -82,7 +82,7 @@ def render(card: dict) -> str:
         "",
         "Use this model for bits/dim and per-pixel likelihood maps (`python -m app --checkpoint "
         "checkpoints/fmnist-likelihood`). Its samples are not what it is for: without the Gaussian noise "
-        "curriculum and channel mixing they are noise-textured (see the README's *Sample quality*). For samples, "
+        "curriculum and channel mixing they are noise-textured (see docs/studies.md, sample quality). For samples, "
         "guidance and the informative/redundant experiment use the sample model, `checkpoints/fmnist`. This "
         "checkpoint has no distilled student.",
         "",

@@ -114,7 +114,7 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
 
 
 # The card's guided setting, chosen on 1,000 samples (benchmarks/guidance.py and the temperature checks in
-# the README's *Sample quality*): resampling CFG with exact importance weights (T_π,v = T_σ,v = T_s = 1,
+# docs/studies.md, sample quality): resampling CFG with exact importance weights (T_π,v = T_σ,v = T_s = 1,
 # not Table 6's 0.1 / 1.1), T_σ = 0.9 and w = 1 gave 95.2% class consistency at FD 11.4, against 84.1% /
 # 18.5 with Table 6's weights at the same w.
 CARD_GUIDANCE = {"guidance": "resample", "cfg_scale": 1.0, "t_sigma": 0.9, "t_pi_verify": 1.0,
@@ -319,11 +319,12 @@ def guidance_lines() -> list[str]:
     res = rep["results"]
     base = [r for r in res if r["guidance"] == "none"]
     ws = sorted({r["cfg_scale"] for r in res if r["candidates"] == 5})
-    names = {"resample": "resampling, Algorithm 1 weights", "resample-balance": "resampling, balance weights",
-             "naive": "naive (GIVT / JetFormer)"}
+    names = {"resample": "resampling, Algorithm 1, exact weights (the default)",
+             "resample-table6": "resampling, Algorithm 1, Table 6 weights (T_π,v 0.1, T_s 1.1)",
+             "resample-balance": "resampling, balance weights", "naive": "naive (GIVT / JetFormer)"}
     lines = [f"**Guidance study** (`python benchmarks/guidance.py --samples {rep['meta']['samples']}`; "
-             "`benchmarks/guidance.json`, [`guidance.png`](../../benchmarks/guidance.png)): FD / class "
-             f"consistency at {rep['meta']['samples']:,} samples per point, s_c = s_u = 5.", "",
+             "`benchmarks/guidance.json`, [`guidance.png`](../../benchmarks/guidance.png)): class "
+             f"consistency / FD at {rep['meta']['samples']:,} samples per point, s_c = s_u = 5.", "",
              "| rule | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
              "| --- |" + " --- |" * len(ws)]
     for rule_name, label in names.items():
@@ -331,7 +332,7 @@ def guidance_lines() -> list[str]:
         for w in ws:
             hit = [r for r in (base if w == 0 else res) if r["candidates"] == 5 and r["cfg_scale"] == w
                    and (w == 0 or r.get("rule", r["guidance"]) == rule_name)]
-            cells.append(f"{hit[0]['fd']:.1f} / {100 * hit[0]['class_consistency']:.1f}%" if hit else "—")
+            cells.append(f"{100 * hit[0]['class_consistency']:.1f}% / {hit[0]['fd']:.1f}" if hit else "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 

@@ -18,6 +18,9 @@ Public surface (DESIGN §5):
     model = farmer.load("checkpoints/mine")              # or a `farmer train --out` folder
 
 Out-of-distribution sets, scores and AUROC: `farmer.ood` (notebook 06).
+
+"DESIGN §n" in the code means section n of docs/design.md, the project's
+design document (the method, equation by equation, and where each part lives).
 """
 from .channels import channel_experiment
 from .checkpoint import load, save

@@ -27,9 +27,11 @@ def _add_quality(sub) -> None:
     p.add_argument("--cfg", type=float, default=2.0, help="guidance weight w (default 2)")
     p.add_argument("--decoder", choices=DECODERS, default="sequential", help="AF inverse (default sequential)")
     p.add_argument("--t-sigma", type=float, default=1.0, help="T_sigma (default 1)")
-    p.add_argument("--t-pi-verify", type=float, default=0.1, help="T_pi,v of the resampling weights (default 0.1)")
+    p.add_argument("--t-pi-verify", type=float, default=1.0,
+                   help="T_pi,v of the resampling weights (default 1: exact weights; the paper's Table 6: 0.1)")
     p.add_argument("--t-sigma-verify", type=float, default=1.0, help="T_sigma,v of the weights (default 1)")
-    p.add_argument("--t-select", type=float, default=1.1, help="T_s, multiplies the log-weights (default 1.1)")
+    p.add_argument("--t-select", type=float, default=1.0,
+                   help="T_s, multiplies the log-weights (default 1: exact weights; the paper's Table 6: 1.1)")
     _add_sampling_extras(p)
     p.add_argument("--batch-size", type=int, default=250, help="samples per call (default 250)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first batch; batch b uses seed + b")

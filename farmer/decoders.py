@@ -1,4 +1,4 @@
-"""The AF inverse, block by block, by each decoder (DESIGN §1.7; which to use when: README).
+"""The AF inverse, block by block, by each decoder (DESIGN §1.7; which to use when: docs/figures.md).
 
     sequential          N−1 cached single-token steps per block (the exact inverse)
     sequential_nocache  the same, re-running the whole prefix each step: the O(N²) reference
