@@ -136,7 +136,7 @@ def test_sample_refuses_typed_values_out_of_range_by_name(page):
     assert error_toasts(page) >= 3
     set_number(page, "sample-batch", 1)
     page.click("#sample-button")
-    page.wait_for_function("() => document.querySelector('#sample-report').innerText.includes('farmer sample')")
+    page.wait_for_function("() => (document.querySelector('#sample-report')?.innerText ?? '').includes('farmer sample')")
     page.wait_for_function("() => document.querySelectorAll('.toast-body.error').length === 0")
 
 
@@ -147,7 +147,7 @@ def test_sample_flags_ignored_settings_and_shows_every_sample(page):
     # an ignored setting is flagged next to the control: unconditional + resample at w = 4
     set_number(page, "sample-w", 4)
     choose(page, "sample-class", "unconditional")
-    page.wait_for_function("() => document.querySelector('#sample-ignored').innerText.includes('ignored: "
+    page.wait_for_function("() => (document.querySelector('#sample-ignored')?.innerText ?? '').includes('ignored: "
                            "guidance resample, w = 4')")
     flag = page.inner_text("#sample-ignored")
     assert "resample" in flag and "w = 4" in flag and "guidance none" in flag
@@ -155,17 +155,17 @@ def test_sample_flags_ignored_settings_and_shows_every_sample(page):
     # guidance none with a class: w and the candidates are greyed out, and say so
     choose(page, "sample-class", "Trouser")
     page.click("#sample-guidance input[value='none']")
-    page.wait_for_function("() => document.querySelector('#sample-ignored').innerText.includes('not used')")
+    page.wait_for_function("() => (document.querySelector('#sample-ignored')?.innerText ?? '').includes('not used')")
     assert page.is_disabled("#sample-w input")
     page.click("#sample-guidance input[value='resample']")
-    page.wait_for_function("() => document.querySelector('#sample-ignored').innerText.trim() === ''")
+    page.wait_for_function("() => (document.querySelector('#sample-ignored')?.innerText ?? '').trim() === ''")
     assert page.is_enabled("#sample-w input") and page.is_enabled("#sample-s-c input")
 
     set_number(page, "sample-w", 1)                                          # back to the card's setting
     set_number(page, "sample-batch", MAX_BATCH)
     page.click("#sample-button")
     loaded(page, "#sample-grid img")
-    page.wait_for_function("n => document.querySelector('#sample-report').innerText.includes(n + ' samples')",
+    page.wait_for_function("n => (document.querySelector('#sample-report')?.innerText ?? '').includes(n + ' samples')",
                            arg=str(MAX_BATCH))
     report = text(page, "#sample-report")
     assert "Model fmnist" in report and "Stale" not in report
@@ -178,7 +178,7 @@ def test_sample_flags_ignored_settings_and_shows_every_sample(page):
     assert float(page.input_value("#sample-seconds input")) > 0                # a number, shown after the run
     # the settings JSON holds every setting and the command
     page.get_by_text("settings and guidance counts (JSON)").click()
-    page.wait_for_function("() => document.querySelector('#sample-stats').innerText.includes('command')")
+    page.wait_for_function("() => (document.querySelector('#sample-stats')?.innerText ?? '').includes('command')")
     stats = page.inner_text("#sample-stats")
     for key in ("candidates_cond", "candidates_uncond", "t_pi", "t_sigma", "t_pi_verify", "t_sigma_verify",
                 "t_select", "seed", "counts_explained", "picked_uncond", "fmnist"):
@@ -202,7 +202,7 @@ def test_sample_flags_ignored_settings_and_shows_every_sample(page):
     page.screenshot(path=str(SHOTS / "02-sample.png"), full_page=True)
     readme_shot(page, "sample", 1500)
     set_number(page, "sample-seed", 1)                                        # the grid no longer matches
-    page.wait_for_function("() => document.querySelector('#sample-report').innerText.includes('Stale')")
+    page.wait_for_function("() => (document.querySelector('#sample-report')?.innerText ?? '').includes('Stale')")
 
 
 def whole_frames(page, gallery: str, n: int) -> None:
@@ -257,12 +257,12 @@ def test_upload_on_the_likelihood_tab_shows_the_heatmap(page, tmp_path):
 def test_a_failed_upload_clears_the_previous_results(page, tmp_path):
     page.get_by_role("tab", name="Likelihood").click()
     page.click("#score-b")
-    page.wait_for_function("() => document.querySelector('#b-summary').innerText.includes('test image #1')")
+    page.wait_for_function("() => (document.querySelector('#b-summary')?.innerText ?? '').includes('test image #1')")
     bad = tmp_path / "notes.txt"
     bad.write_text("not a picture")
     page.set_input_files("#b-upload input[type=file]", str(bad))
     page.wait_for_function("() => document.querySelector('#b-source input[value=\"upload\"]').checked")
-    page.wait_for_function("() => document.querySelector('#b-summary').innerText.trim() === ''")   # stale: gone
+    page.wait_for_function("() => (document.querySelector('#b-summary')?.innerText ?? '').trim() === ''")   # stale: gone
     page.click("#score-b")
     page.wait_for_selector("text=not an image")                               # the error toast
     assert text(page, "#b-summary") == "" and text(page, "#compare-summary") == ""
@@ -273,9 +273,9 @@ def test_compare_shares_scales_below_the_two_sides(page):
     page.get_by_role("tab", name="Likelihood").click()
     page.click("#a-source input[value='test image']")                          # A: test image 0, B: 1
     page.click("#compare")
-    page.wait_for_function("() => document.querySelector('#compare-summary').innerText.includes('B − A')")
+    page.wait_for_function("() => (document.querySelector('#compare-summary')?.innerText ?? '').includes('B − A')")
     page.wait_for_selector("#compare-diff .js-plotly-plot .hm")
-    page.wait_for_function("() => document.querySelector('#b-summary').innerText.includes('bits/dim')")
+    page.wait_for_function("() => (document.querySelector('#b-summary')?.innerText ?? '').includes('bits/dim')")
     a, b = (number(r"([0-9.]+) bits/dim", page.inner_text(f"#{k}-summary")) for k in ("a", "b"))
     line = page.inner_text("#compare-summary")
     assert number(r"B - A = ([+\-0-9.]+) bits/dim", line.replace("−", "-")) == pytest.approx(b - a, abs=2e-3)
@@ -319,10 +319,10 @@ def test_changing_a_after_a_compare_leaves_nothing_about_the_old_a(page):
     page.get_by_role("tab", name="Likelihood").click()
     if not text(page, "#compare-summary"):
         page.click("#compare")
-        page.wait_for_function("() => document.querySelector('#compare-summary').innerText.includes('B − A')")
+        page.wait_for_function("() => (document.querySelector('#compare-summary')?.innerText ?? '').includes('B − A')")
     if "p(y|x)" not in text(page, "#a-classify-summary"):
         page.click("#classify-a")
-        page.wait_for_function("() => document.querySelector('#a-classify-summary').innerText.includes('p(y|x)')")
+        page.wait_for_function("() => (document.querySelector('#a-classify-summary')?.innerText ?? '').includes('p(y|x)')")
     b_before = text(page, "#b-summary")
     set_number(page, "a-test-index", 43)
     for gone in ("#compare-summary", "#a-summary", "#a-classify-summary"):     # cleared the moment A changed
@@ -331,7 +331,7 @@ def test_changing_a_after_a_compare_leaves_nothing_about_the_old_a(page):
     assert page.locator("#a-classify .js-plotly-plot .barlayer .point").count() == 0
     assert text(page, "#b-summary") == b_before and "test image #1" in b_before   # B untouched
     page.click("#score-a")
-    page.wait_for_function("() => document.querySelector('#a-summary').innerText.includes('test image #43')")
+    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').includes('test image #43')")
     assert text(page, "#compare-summary") == "" and text(page, "#a-classify-summary") == ""
     assert page.locator("#compare-diff .js-plotly-plot .hm").count() == 0
     set_number(page, "a-test-index", 0)
@@ -340,16 +340,16 @@ def test_changing_a_after_a_compare_leaves_nothing_about_the_old_a(page):
 def test_the_model_switch_changes_the_map_statement_and_clears_the_results(page):
     page.get_by_role("tab", name="Likelihood").click()
     page.click("#score-a")
-    page.wait_for_function("() => document.querySelector('#a-summary').innerText.includes('Model fmnist-likelihood')")
+    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').includes('Model fmnist-likelihood')")
     choose(page, "likelihood-model", "fmnist")
-    page.wait_for_function("() => document.querySelector('#likelihood-model-note').innerText.includes('per patch')")
-    page.wait_for_function("() => document.querySelector('#a-summary').innerText.trim() === ''")
+    page.wait_for_function("() => (document.querySelector('#likelihood-model-note')?.innerText ?? '').includes('per patch')")
+    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').trim() === ''")
     page.click("#score-a")
-    page.wait_for_function("() => document.querySelector('#a-summary').innerText.includes('Model fmnist (')")
+    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').includes('Model fmnist (')")
     summary = text(page, "#a-summary")
     assert "Map per patch" in summary and "spread over patches" in page.inner_text("#a-heatmap")
     choose(page, "likelihood-model", "fmnist-likelihood")
-    page.wait_for_function("() => document.querySelector('#likelihood-model-note').innerText.includes('per pixel')")
+    page.wait_for_function("() => (document.querySelector('#likelihood-model-note')?.innerText ?? '').includes('per pixel')")
 
 
 CASES = [("keep", "redraw"), ("perturb", "keep"), ("perturb", "redraw"), ("keep", "keep")]   # (Z^I, Z^R)
@@ -368,8 +368,8 @@ def test_channels_tab_runs_the_four_cases(page):
         assert page.is_disabled("#c-zi-noise input") == (zi == "keep")          # unused: greyed out
         want = (f"Z^I {'kept' if zi == 'keep' else '+ 1·std·ε'}, Z^R {'kept' if zr == 'keep' else 'redrawn ×1'}")
         page.click("#channels-button")
-        page.wait_for_function("w => document.querySelector('#channels-summary').innerText.includes('Shown: ' + w)"
-                               " && !document.querySelector('#channels-summary').innerText.includes('Stale')",
+        page.wait_for_function("w => (document.querySelector('#channels-summary')?.innerText ?? '').includes('Shown: ' + w)"
+                               " && !(document.querySelector('#channels-summary')?.innerText ?? '').includes('Stale')",
                                arg=want)
         n = 2 if (zi, zr) == ("keep", "keep") else 2 + 4                     # input, reconstruction, 4 draws
         page.wait_for_function("n => { const l = [...document.querySelectorAll('#channels-gallery img')]; "

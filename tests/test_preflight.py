@@ -157,7 +157,7 @@ def test_farmer_train_resume_refuses_a_crafted_checkpoint(tmp_path, run_farmer):
     (last / "config.json").write_text(json.dumps(meta))
     r = run_farmer("train", "--resume", "--out", tmp_path / "run", "--data", "synthetic", "--steps", "4",
                    "--no-progress", timeout=120)
-    assert r.returncode == 1 and "flow_width = 200000, but these weights were saved with flow_width = 32" in r.stderr
+    assert r.returncode == 1 and "--flow-width = 200000, but these weights were saved with --flow-width = 32" in r.stderr
 
 
 def test_a_distillation_state_with_foreign_tensors_is_refused(tmp_path):
