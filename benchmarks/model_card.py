@@ -13,6 +13,9 @@ Figures (each also has a one-line CLI equivalent, printed in the card):
     the distilled one-step inverse (same batch, one run, median of --repeats);
   * the same bits/dim under the null class (−log p(x) of the unconditional model);
   * the Fig. 7 ratio of the informative / redundant experiment (farmer.channels, 100 test images);
+  * the share of the per-pixel likelihood map's variance inside the patches
+    (farmer.likelihood.within_patch_share, first 64 test images): the map's resolution;
+  * every figure against the flagship bars (BARS: issue 24), met or short;
   * every decoder's distance from the exact inverse, in pixels (grey levels) and in the flow's input
     space, on encoded test images (first 1,000) and on latents the model samples (500, unguided and
     with the card's guidance; farmer.decoder_error), one thread;
@@ -43,7 +46,7 @@ from farmer.classify import evaluate_classifier  # noqa: E402
 from farmer.checkpoint import atomic_write_json, read_config, resolve  # noqa: E402
 from farmer.data import FMNIST_CLASSES, load_fashion_mnist  # noqa: E402
 from farmer.decoder_error import DECODER_NAMES, reconstruction_error, sampled_decoder_error  # noqa: E402
-from farmer.likelihood import evaluate_split  # noqa: E402
+from farmer.likelihood import evaluate_split, likelihood_map, within_patch_share  # noqa: E402
 from farmer.quality import load_classifier, predict, sample_quality  # noqa: E402
 from farmer.sampling import image_grid  # noqa: E402
 
@@ -125,6 +128,57 @@ CARD_GUIDANCE = {"guidance": "resample", "cfg_scale": 1.0, "t_sigma": 0.9, "t_pi
 CARD_CLASSIFY = {"k": 1, "seed": 0, "batch_size": 250, "bins": 15}
 
 
+# The flagship bars (issue 24, point 2): (card figure, what it is, "<=" or ">=", bar).
+BARS = [("bpd_test_k1", "test bits/dim, all 10,000, single-sample, class-conditional", "<=", 3.45),
+        ("quality_unguided", "class consistency, unguided", ">=", 0.83),
+        ("quality_guided", "class consistency, the card's guidance", ">=", 0.95),
+        ("fd_unguided", "FD, unguided", "<=", 15.0),
+        ("fd_guided", "FD, the card's guidance", "<=", 10.0),
+        ("fig7", "Fig. 7 ratio", "<=", 0.3),
+        ("within_patch_share", "per-pixel map: share of its variance inside the patches", ">=", 0.05)]
+
+
+def bar_value(card: dict, key: str) -> float | None:
+    """The card's figure for one bar, or None when it has not been measured."""
+    source = {"fd_unguided": "quality_unguided", "fd_guided": "quality_guided"}.get(key, key)
+    if source not in card:
+        return None
+    r = card[source]
+    return {"bpd_test_k1": lambda: r["bpd"], "quality_unguided": lambda: r["class_consistency"],
+            "quality_guided": lambda: r["class_consistency"], "fd_unguided": lambda: r["fd"],
+            "fd_guided": lambda: r["fd"], "fig7": lambda: r["ratio"],
+            "within_patch_share": lambda: r["share"]}[key]()
+
+
+def bars_report(card: dict) -> list[dict]:
+    """Each flagship bar with the card's figure and whether it is met (None: not measured)."""
+    out = []
+    for key, what, op, bar in BARS:
+        v = bar_value(card, key)
+        met = None if v is None else (v <= bar if op == "<=" else v >= bar)
+        out.append({"key": key, "figure": what, "bar": f"{op} {bar:g}", "value": v, "met": met})
+    return out
+
+
+def bars_lines(card: dict) -> list[str]:
+    rows = bars_report(card)
+    pct = {"quality_unguided", "quality_guided", "within_patch_share"}
+    def show(r):
+        if r["value"] is None:
+            return "not measured"
+        return f"{100 * r['value']:.1f}%" if r["key"] in pct else f"{r['value']:.3g}"
+    def bar(r):
+        op, b = r["bar"].split()
+        sym = {"<=": "≤", ">=": "≥"}[op]
+        return f"{sym} {100 * float(b):g}%" if r["key"] in pct else f"{sym} {b}"
+    met = sum(r["met"] is True for r in rows)
+    return ["## Against the flagship bars", "",
+            f"The bars one shipped model is to meet together (issue 24): **{met} of {len(rows)} met**.", "",
+            "| figure | bar | this model | |", "| --- | --- | --- | --- |",
+            *[f"| {r['figure']} | {bar(r)} | {show(r)} | "
+              f"{ {True: 'met', False: '**short**', None: ''}[r['met']]} |" for r in rows], ""]
+
+
 def best_cfg(rule: str = "resample") -> float:
     """The card's w for a guidance rule, from benchmarks/guidance.json (s_c = s_u = 5): the lowest FD among
     the weights whose class consistency reaches 90% (the card's bar), else the lowest FD; 2 without a study."""
@@ -180,6 +234,11 @@ def measure(args) -> dict:
     if need("fig7"):
         done("fig7", {**channel_experiment(model, test.images[:100], test.labels[:100], variance=1.0, seed=0),
                       "images": "first 100 test images, their labels, dequantisation seed 0"})
+    if need("within_patch_share"):                     # does the per-pixel map resolve detail inside a patch?
+        x, y = test.images[:64], test.labels[:64]
+        done("within_patch_share", {"share": within_patch_share(likelihood_map(model, x, y, seed=0)["pixel_bits"],
+                                                                model.cfg.patch_size),
+                                    "images": "first 64 test images, their labels, dequantisation seed 0"})
     if need("distilled_reconstruction") and model.student is not None:
         done("distilled_reconstruction", {**reconstruction_error(model, test.images[:1000], seed=0),
                                           "images": "first 1,000 test images, dequantisation seed 0"})
@@ -374,6 +433,27 @@ def purpose_lines(card: dict) -> list[str]:
                                      "are stated above with the estimator and conditioning of each figure.")]
 
 
+def objective_text(train: dict) -> str:
+    """What the run trained for: the noise it saw decides which bound its bits/dim were optimised for."""
+    tail = train.get("uniform_tail") or 0.0
+    if train["noise"] == "gaussian" and tail > 0:
+        return (f"It trained under the Gaussian noise curriculum for samples, then under uniform dequantisation for "
+                f"its last {100 * tail:g}% of steps (ours), so it ends on the bound its bits/dim are scored on.")
+    if train["noise"] == "gaussian":
+        return "It is trained for samples (Gaussian noise curriculum), not for likelihood."
+    return "It is trained under uniform dequantisation, the bound its bits/dim are scored on."
+
+
+def recipe_flags(m: dict) -> str:
+    """The `farmer train` flags that differ from the fmnist preset's recipe (mixing position, uniform tail)."""
+    flags = ""
+    if m["config"].get("mixing_position", "input") != "input":
+        flags += f" --mixing-position {m['config']['mixing_position']}"
+    if m["train"].get("uniform_tail"):
+        flags += f" --uniform-tail {m['train']['uniform_tail']:g}"
+    return flags
+
+
 def render(card: dict) -> str:
     m, tr = card["model"], card.get("training", {})
     c = m["config"]
@@ -423,6 +503,9 @@ def render(card: dict) -> str:
            f"**{card['fig7']['ratio']:.2f}** ({card['fig7']['redraw_redundant']:.1f} / "
            f"{card['fig7']['perturb_informative']:.1f} grey levels) | `farmer.channels.channel_experiment` |"]
           if "fig7" in card else []),
+        *([f"| per-pixel map: share of its variance inside the {c['patch_size']}×{c['patch_size']} patches "
+           f"(first 64 test images) | {100 * card['within_patch_share']['share']:.1f}% | "
+           "`farmer.likelihood.within_patch_share` |"] if "within_patch_share" in card else []),
         f"| split of the bound (bits/dim): prior Z^I / prior Z^R / −log-det + 7 | "
         f"{f(k1['terms_bpd']['prior_informative'])} / {f(k1['terms_bpd']['prior_redundant'])} / "
         f"{f(k1['bpd'] - k1['terms_bpd']['prior_informative'] - k1['terms_bpd']['prior_redundant'])} | same |",
@@ -471,9 +554,10 @@ def render(card: dict) -> str:
         "the true class, −log p(x|c), a different quantity; its null-class row (the same network with the "
         "label dropped, as trained by label dropout) is the one to compare.",
         "",
-        f"This model trained {tr.get('hours', float('nan')):.1f} hours on a 2-core CPU. It is trained for "
-        "samples (Gaussian noise curriculum), not for likelihood, and the table is for scale only.",
+        f"This model trained {tr.get('hours', float('nan')):.1f} hours on a 2-core CPU. {objective_text(m['train'])} "
+        "The table is for scale only.",
         "",
+        *bars_lines(card),
         "## Informative vs redundant channels (the paper's Fig. 7)",
         "",
         *fig7_lines(card),
@@ -502,7 +586,7 @@ def render(card: dict) -> str:
         "## Training",
         "",
         "```",
-        f"farmer train --preset fmnist --out runs/fmnist --steps {m['train']['steps']} "
+        f"farmer train --preset fmnist --out runs/fmnist --steps {m['train']['steps']}{recipe_flags(m)} "
         f"--ckpt-every 500   # noise {m['train']['noise']}, σ {m['train']['sigma_max']:g} → "
         f"{m['train']['sigma_min']:g}; channel mixing {c['channel_mixing']} ({c['mixing_position']})",
         f"farmer distill runs/fmnist {card.get('distill_command', '')}  # the one-step student, into the newest checkpoint",

@@ -101,3 +101,12 @@ def test_redrawing_z_r_keeps_the_garment_as_in_the_paper(shipped, card, test_spl
     assert res["ratio"] < 1.0
     assert res["ratio"] == pytest.approx(stated, abs=0.02)
     assert f"{stated:.2f}" in (SHIPPED / "README.md").read_text()
+
+
+def test_the_per_pixel_maps_resolution_matches_the_card(shipped, card, test_split):
+    """farmer.likelihood.within_patch_share on the card's 64 images (seed 0): the same figure, re-measured."""
+    from farmer.likelihood import likelihood_map, within_patch_share
+    x, y = test_split.images[:64], test_split.labels[:64]
+    share = within_patch_share(likelihood_map(shipped, x, y, seed=0)["pixel_bits"], shipped.cfg.patch_size)
+    assert share == pytest.approx(card["within_patch_share"]["share"], rel=1e-3)
+    assert f"{100 * share:.1f}%" in (SHIPPED / "README.md").read_text()
