@@ -158,31 +158,168 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def print_table(rows: list[dict]) -> None:
+def table_markdown(rows: list[dict]) -> str:
+    """The stored runs as markdown tables: one per step budget, and the guidance rules on the split arm."""
+    out = []
     for steps in sorted({r["steps"] for r in rows}):
         summary = summarise([r for r in rows if r["steps"] == steps])
-        print(f"\n{steps} steps per run; mean ± half the range over the seeds listed; guided = resampling "
-              f"CFG w = {GUIDED[1]:g}, exact weights\n\n| arm | seeds | minutes trained | test bpd | "
-              f"consistency unguided | consistency guided | FD unguided | FD guided | Fig. 7 ratio |\n"
-              f"| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        out.append(f"{steps:,} steps of batch 64 per run; mean ± half the range over the seeds listed; guided = "
+                   f"resampling CFG w = {GUIDED[1]:g}, exact weights\n\n| arm | seeds | minutes trained | test bpd | "
+                   f"consistency unguided | consistency guided | FD unguided | FD guided | Fig. 7 ratio |\n"
+                   f"| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for arm in [a for a in ARMS if a in summary]:
             a = summary[arm]
-            print(f"| {arm} | {','.join(map(str, a['seeds']))} | {_stat(a['minutes'], '.0f')} | "
-                  f"{_stat(a['bpd'], '.3f')} | {_stat(a['cons_u'], '.1f', 100)}% | {_stat(a['cons_g'], '.1f', 100)}% | "
-                  f"{_stat(a['fd_u'], '.1f')} | {_stat(a['fd_g'], '.1f')} | {_stat(a['fig7'], '.2f')} |")
+            out.append(f"| {arm} | {','.join(map(str, a['seeds']))} | {_stat(a['minutes'], '.0f')} | "
+                       f"{_stat(a['bpd'], '.3f')} | {_stat(a['cons_u'], '.1f', 100)}% | "
+                       f"{_stat(a['cons_g'], '.1f', 100)}% | {_stat(a['fd_u'], '.1f')} | {_stat(a['fd_g'], '.1f')} | "
+                       f"{_stat(a['fig7'], '.2f')} |")
         guided = [r for r in rows if r["steps"] == steps and r.get("guidance")]
         if guided:
-            print(f"\nGuidance on the split arm (seeds {','.join(str(r['seed']) for r in guided)}): "
-                  f"consistency / FD\n\n| rule | w = 1 | w = 2 |\n| --- | --- | --- |")
-            print(f"| none | {_stat([r['unguided']['class_consistency'] for r in guided], '.1f', 100)}% / "
-                  f"{_stat([r['unguided']['fd'] for r in guided], '.1f')} | (same) |")
+            out.append(f"\nGuidance on the split arm (seeds {','.join(str(r['seed']) for r in guided)}): "
+                       f"consistency / FD\n\n| rule | w = 1 | w = 2 |\n| --- | --- | --- |")
+            out.append(f"| none | {_stat([r['unguided']['class_consistency'] for r in guided], '.1f', 100)}% / "
+                       f"{_stat([r['unguided']['fd'] for r in guided], '.1f')} | (same) |")
             for rule in ("naive", "resample_table6", "resample_exact"):
                 cells = []
                 for w in (1, 2):
                     g = [r["guidance"][f"{rule}_w{w}"] for r in guided]
                     cells.append(f"{_stat([x['class_consistency'] for x in g], '.1f', 100)}% / "
                                  f"{_stat([x['fd'] for x in g], '.1f')}")
-                print(f"| {rule} | {cells[0]} | {cells[1]} |")
+                out.append(f"| {rule} | {cells[0]} | {cells[1]} |")
+    return "\n".join(out)
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n" + table_markdown(rows))
+
+
+# ------------------------------------------------------------------------------------------- the verdicts
+# (figure, its key in summarise(), +1 when higher is better, -1 when lower is, how it is printed)
+FIGURES = [("test bpd", "bpd", -1, ".3f", 1.0), ("consistency unguided", "cons_u", +1, ".1f", 100.0),
+           ("consistency guided", "cons_g", +1, ".1f", 100.0), ("FD unguided", "fd_u", -1, ".1f", 1.0),
+           ("FD guided", "fd_g", -1, ".1f", 1.0)]
+# (the paper's claim, the arm it favours, the arm it is compared with); "ours" marks a comparison of our own
+CLAIMS = [("the split beats no dimension reduction (Table 3: ImageNet FID 61.17 → 49.29, no CFG)", "split", "none"),
+          ("the split beats JetFormer's Z^R ~ N(0, I)", "split", "jetformer"),
+          ("condition repeat M = 4 (the preset's; paper 64) beats M = 1", "split", "M=1"),
+          ("the final reverse permute beats none", "split", "permute=none"),
+          ("ours: the DCT just before the split beats the DCT in front of the flow", "dct@split", "split")]
+
+
+def _spread(values: list[float]) -> float | None:
+    return (max(values) - min(values)) / 2 if len(values) > 1 else None
+
+
+def compare(a: list[float], b: list[float], sign: int, noise: float | None) -> dict:
+    """A against B on one figure, by the run-to-run spread.
+
+    a, b: per-seed values; sign: +1 when higher is better. An arm's spread is half its range over
+    seeds; an arm with one seed borrows `noise` (the largest half-range any multi-seed arm shows on
+    this figure). The difference (positive when A is better) counts only when it exceeds the sum of
+    the two spreads, i.e. when the arms' ranges cannot overlap: "confirmed" (A better), "refuted"
+    (B better), else "within noise"; "no spread yet" when no figure has two seeds.
+    """
+    sa, sb = _spread(a), _spread(b)
+    sa, sb = (noise if sa is None else sa), (noise if sb is None else sb)
+    diff = sign * (statistics.mean(a) - statistics.mean(b))
+    if sa is None or sb is None:
+        return {"difference": diff, "threshold": None, "verdict": "no spread yet"}
+    threshold = sa + sb
+    verdict = "confirmed" if diff > threshold else "refuted" if diff < -threshold else "within noise"
+    return {"difference": diff, "threshold": threshold, "verdict": verdict}
+
+
+def verdicts(rows: list[dict], steps: int | None = None) -> list[dict]:
+    """Each claim in CLAIMS on each figure, for the runs of one step budget (default: the largest)."""
+    steps = steps or max(r["steps"] for r in rows)
+    summary = summarise([r for r in rows if r["steps"] == steps])
+    out = []
+    for fig, key, sign, fmt, scale in FIGURES:
+        spreads = [_spread(a[key]) for a in summary.values() if len(a[key]) > 1]
+        noise = max(spreads) if spreads else None
+        for claim, arm_a, arm_b in CLAIMS:
+            if arm_a in summary and arm_b in summary:
+                c = compare(summary[arm_a][key], summary[arm_b][key], sign, noise)
+                out.append({"claim": claim, "figure": fig, "a": arm_a, "b": arm_b,
+                            "a_mean": statistics.mean(summary[arm_a][key]),
+                            "b_mean": statistics.mean(summary[arm_b][key]),
+                            "seeds": (len(summary[arm_a][key]), len(summary[arm_b][key])), **c})
+    guided = [r for r in rows if r["steps"] == steps and r.get("guidance")]
+    for w in (1, 2):
+        for rule in ("resample_exact", "resample_table6"):
+            for fig, field, sign, key in (("consistency", "class_consistency", +1, "cons"), ("FD", "fd", -1, "fd")):
+                a = [r["guidance"][f"{rule}_w{w}"][field] for r in guided]
+                b = [r["guidance"][f"naive_w{w}"][field] for r in guided]
+                if not a:
+                    continue
+                # the spread of guided figures: the larger of the two rules' half-ranges over the split seeds
+                noise = max([x for x in (_spread(a), _spread(b)) if x is not None], default=None)
+                c = compare(a, b, sign, noise)
+                name = "exact" if rule == "resample_exact" else "Table 6"
+                out.append({"claim": f"resampling CFG ({name} weights) beats naive CFG at equal w",
+                            "figure": f"{fig}, w = {w}", "a": rule, "b": "naive", "a_mean": statistics.mean(a),
+                            "b_mean": statistics.mean(b), "seeds": (len(a), len(b)), **c})
+    return out
+
+
+def _cell(v: dict) -> str:
+    """'**verdict** +diff (noise n)' in the figure's own units (consistency in points)."""
+    pct = "consistency" in v["figure"]
+    scale, fmt = (100.0, ".1f") if pct else (1.0, ".3f" if "bpd" in v["figure"] else ".1f")
+    diff = f"{scale * v['difference']:+{fmt}}{' pts' if pct else ''}"
+    if v["threshold"] is None:
+        return f"{diff} (no spread yet)"
+    return f"**{v['verdict']}** {diff} (noise {scale * v['threshold']:{fmt}})"
+
+
+def verdicts_markdown(rows: list[dict]) -> str:
+    """Two tables: the arms' claims on every figure, and resampling against naive CFG at equal w."""
+    vs = verdicts(rows)
+    figs = [f[0] for f in FIGURES]
+    lines = []
+    for claim, a, b in CLAIMS:
+        cells = {v["figure"]: v for v in vs if v["claim"] == claim}
+        if cells:
+            n = next(iter(cells.values()))["seeds"]
+            if not lines:
+                lines = ["| claim | arms (seeds) | " + " | ".join(figs) + " |", "|" + " --- |" * (2 + len(figs))]
+            lines.append(f"| {claim} | {a} ({n[0]}) vs {b} ({n[1]}) | "
+                         + " | ".join(_cell(cells[f]) if f in cells else "–" for f in figs) + " |")
+    guided = [v for v in vs if v["b"] == "naive"]
+    if guided:
+        lines += ([""] if lines else []) + ["| resampling against naive CFG on the split arm (paper: FID 5.67 vs 8.66) | seeds | "
+                  "consistency, w = 1 | FD, w = 1 | consistency, w = 2 | FD, w = 2 |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for rule, name in (("resample_exact", "exact weights"), ("resample_table6", "Table 6 weights")):
+            cells = {v["figure"]: v for v in guided if v["a"] == rule}
+            order = ["consistency, w = 1", "FD, w = 1", "consistency, w = 2", "FD, w = 2"]
+            lines.append(f"| resampling, {name} | {cells[order[0]]['seeds'][0]} | "
+                         + " | ".join(_cell(cells[o]) for o in order) + " |")
+    return "\n".join(lines)
+
+
+BLOCK = ("<!-- table3:start -->", "<!-- table3:end -->")
+TARGETS = ("docs/studies.md",)
+
+
+def block(rows: list[dict]) -> str:
+    """What the docs show between the table3 markers: the table and the verdicts, from the JSON only."""
+    return "\n\n".join([table_markdown(rows), "Each claim, by the run-to-run spread (see `compare`):",
+                         verdicts_markdown(rows)])
+
+
+def current_block(text: str) -> str | None:
+    if BLOCK[0] not in text:
+        return None
+    return text.split(BLOCK[0], 1)[1].split(BLOCK[1], 1)[0].strip("\n")
+
+
+def write_block(path: Path, rows: list[dict]) -> None:
+    text = path.read_text()
+    if BLOCK[0] not in text:
+        raise SystemExit(f"{path}: no {BLOCK[0]} marker to write the table between")
+    head, rest = text.split(BLOCK[0], 1)
+    path.write_text(f"{head}{BLOCK[0]}\n{block(rows)}\n{BLOCK[1]}{rest.split(BLOCK[1], 1)[1]}")
 
 
 def _merge(path: Path, row: dict) -> None:
@@ -207,14 +344,21 @@ def main() -> int:
     p.add_argument("--fig7-images", type=int, default=100, help="test images for the Fig. 7 ratio (default 100)")
     p.add_argument("--runs", default="runs/table3", help="where the training runs and their checkpoints go")
     p.add_argument("--json", default=str(HERE / "table3.json"), help="results file (merged)")
-    p.add_argument("--table", action="store_true", help="print the stored table and exit")
+    p.add_argument("--table", action="store_true", help="print the stored table and the verdicts, and exit")
+    p.add_argument("--write", action="store_true",
+                   help=f"write the table and verdicts between the table3 markers of {', '.join(TARGETS)}, and exit")
     args = p.parse_args()
     if args.steps < 1 or args.samples < 2 or args.test_images < 1 or args.fig7_images < 1:
         p.error("--steps, --test-images and --fig7-images must be >= 1 and --samples >= 2")
     path = Path(args.json)
     stored = json.loads(path.read_text())["runs"] if path.exists() else []
     if args.table:
-        print_table(stored)
+        print(block(stored))
+        return 0
+    if args.write:
+        for target in TARGETS:
+            write_block(HERE.parent / target, stored)
+            print(f"wrote the table3 block of {target}")
         return 0
     done = {(r["arm"], r["seed"], r["steps"]) for r in stored}
     todo = [(arm, s) for arm in args.arms for s in ARMS[arm][1]

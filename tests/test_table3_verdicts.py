@@ -1,0 +1,74 @@
+"""benchmarks/table3.py's verdicts: a difference counts only beyond the run-to-run spread; the docs show the JSON."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def table3():
+    spec = importlib.util.spec_from_file_location("table3", REPO / "benchmarks" / "table3.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def row(arm, seed, bpd, cons_u=0.8, fd_u=20.0, guidance=None):
+    r = {"arm": arm, "seed": seed, "steps": 3000, "train_seconds": 1800.0, "test_bpd": bpd,
+         "unguided": {"class_consistency": cons_u, "fd": fd_u}, "guided": {"class_consistency": 0.9, "fd": 15.0},
+         "fig7": None if arm == "none" else {"ratio": 0.3}}
+    if guidance:
+        r["guidance"] = guidance
+    return r
+
+
+def test_compare_by_the_spread_in_closed_form(table3):
+    # lower is better (sign -1): A = 4.0 ± 0.05, B = 4.2 ± 0.05 -> A better by 0.2 > 0.1
+    c = table3.compare([3.95, 4.05], [4.15, 4.25], -1, None)
+    assert c["difference"] == pytest.approx(0.2) and c["threshold"] == pytest.approx(0.1)
+    assert c["verdict"] == "confirmed"
+    assert table3.compare([4.15, 4.25], [3.95, 4.05], -1, None)["verdict"] == "refuted"
+    assert table3.compare([3.95, 4.15], [4.05, 4.25], -1, None)["verdict"] == "within noise"   # 0.1 < 0.2
+    # one seed each: both borrow the noise; none at all: no verdict
+    assert table3.compare([0.9], [0.8], +1, 0.04)["verdict"] == "confirmed"                  # 0.1 > 0.08
+    assert table3.compare([0.9], [0.8], +1, 0.06)["verdict"] == "within noise"               # 0.1 < 0.12
+    assert table3.compare([0.9], [0.8], +1, None)["verdict"] == "no spread yet"
+
+
+def test_verdicts_borrow_the_largest_two_seed_spread_for_one_seed_arms(table3):
+    rows = [row("split", 0, 4.00), row("split", 1, 4.04), row("none", 0, 4.30), row("none", 1, 4.50),
+            row("M=1", 0, 4.10)]
+    got = {(v["b"], v["figure"]): v for v in table3.verdicts(rows)}
+    none = got[("none", "test bpd")]
+    assert none["threshold"] == pytest.approx(0.02 + 0.10) and none["verdict"] == "confirmed"
+    m1 = got[("M=1", "test bpd")]          # split spread 0.02 + borrowed 0.10 (none's) > difference 0.08
+    assert m1["threshold"] == pytest.approx(0.12) and m1["verdict"] == "within noise"
+    assert ("jetformer", "test bpd") not in got                                          # not run: no claim
+
+
+def test_guidance_verdicts_compare_rules_at_equal_w_on_the_split_seeds(table3):
+    def g(exact, naive):
+        out = {}
+        for w in (1, 2):
+            out[f"resample_exact_w{w}"] = {"class_consistency": exact, "fd": 10.0}
+            out[f"resample_table6_w{w}"] = {"class_consistency": naive - 0.1, "fd": 12.0}
+            out[f"naive_w{w}"] = {"class_consistency": naive, "fd": 11.0}
+        return out
+    rows = [row("split", 0, 4.0, guidance=g(0.95, 0.90)), row("split", 1, 4.0, guidance=g(0.93, 0.89))]
+    got = {(v["a"], v["figure"]): v for v in table3.verdicts(rows)}
+    c = got[("resample_exact", "consistency, w = 1")]
+    assert c["difference"] == pytest.approx(0.045) and c["threshold"] == pytest.approx(0.01 + 0.005)
+    assert c["verdict"] == "confirmed"
+    assert got[("resample_table6", "consistency, w = 2")]["verdict"] == "refuted"
+    assert got[("resample_exact", "FD, w = 2")]["verdict"] == "confirmed"   # equal seeds: zero spread
+
+
+def test_the_docs_show_what_table3_json_holds(table3):
+    rows = json.loads((REPO / "benchmarks" / "table3.json").read_text())["runs"]
+    for target in table3.TARGETS:
+        assert table3.current_block((REPO / target).read_text()) == table3.block(rows), (
+            f"{target}: the Table 3 block differs from benchmarks/table3.json; "
+            "run `python benchmarks/table3.py --write`")
