@@ -171,8 +171,8 @@ class Workbench(ImagePicking, AnalysisHandlers):
     # ------------------------------------------------------------------ Sample tab
     @user_errors
     def sample(self, class_name: str = UNCONDITIONAL, guidance: str = "resample", cfg_scale: float = 2.0,
-               candidates_cond: int = 5, candidates_uncond: int = 5, t_pi: float = 1.0, t_sigma: float = 1.0,
-               t_pi_verify: float = 0.1, t_sigma_verify: float = 1.0, t_select: float = 1.1,
+               candidates_cond: int = 10, candidates_uncond: int = 0, t_pi: float = 1.0, t_sigma: float = 1.0,
+               t_pi_verify: float = 1.0, t_sigma_verify: float = 1.0, t_select: float = 1.0,
                seed: int = 0, batch_size: int = 8, decoder: str = "sequential",
                progress=gr.Progress()):
         """Draw a batch, streaming the progressive view. Yields (grid, seconds, frames, stats, report);

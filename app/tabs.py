@@ -43,9 +43,9 @@ def sample_tab(shelf, run: dict, ok) -> None:
             ignored = gr.Markdown(first_note, elem_id="sample-ignored")
             w = number("cfg_scale", "w (guidance weight)", w0, 0.1, info=INFO["cfg_scale"], elem_id="sample-w")
             with gr.Row():
-                s_c = number("candidates_cond", "s_c (candidates from G_c)", int(val("candidates_cond", 5)), 1,
+                s_c = number("candidates_cond", "s_c (candidates from G_c)", int(val("candidates_cond", 10)), 1,
                              info=INFO["candidates_cond"], elem_id="sample-s-c")
-                s_u = number("candidates_uncond", "s_u (candidates from G_u)", int(val("candidates_uncond", 5)),
+                s_u = number("candidates_uncond", "s_u (candidates from G_u)", int(val("candidates_uncond", 0)),
                              1, info=INFO["candidates_uncond"], elem_id="sample-s-u")
             with gr.Row():
                 t_pi = number("t_pi", "T_π (mixture logits)", float(val("t_pi", 1.0)), 0.05, info=INFO["t_pi"],
@@ -53,11 +53,11 @@ def sample_tab(shelf, run: dict, ok) -> None:
                 t_sigma = number("t_sigma", "T_σ (scales)", float(val("t_sigma", 1.0)), 0.05,
                                  info=INFO["t_sigma"], elem_id="sample-t-sigma")
             with gr.Accordion("verification temperatures (resampling)", open=False):
-                t_pi_v = number("t_pi_verify", "T_π,v", float(val("t_pi_verify", 0.1)), 0.05,
+                t_pi_v = number("t_pi_verify", "T_π,v", float(val("t_pi_verify", 1.0)), 0.05,
                                 info=INFO["t_pi_verify"], elem_id="sample-t-pi-v")
                 t_sigma_v = number("t_sigma_verify", "T_σ,v", float(val("t_sigma_verify", 1.0)), 0.05,
                                    info=INFO["t_sigma_verify"], elem_id="sample-t-sigma-v")
-                t_sel = number("t_select", "T_s (× log-weights)", float(val("t_select", 1.1)), 0.05,
+                t_sel = number("t_select", "T_s (× log-weights)", float(val("t_select", 1.0)), 0.05,
                                info=INFO["t_select"], elem_id="sample-t-s")
             guided = {"cfg_scale": w, "candidates_cond": s_c, "candidates_uncond": s_u,
                       "t_pi_verify": t_pi_v, "t_sigma_verify": t_sigma_v, "t_select": t_sel}

@@ -4,11 +4,13 @@
 
 For every guidance weight w in --weights it draws --samples class-conditional
 images (balanced labels, the same seeds for every setting) with each rule of
---rules: resampling CFG (FARMER's Algorithm 1) with the exact importance
-weights (T_π,v = T_σ,v = T_s = 1, the library's default), with the paper's
-Table 6 weights (T_π,v = 0.1, T_s = 1.1), with the balance-heuristic weights,
-and the naive per-dimension rule (GIVT/JetFormer); then, at --candidates-w,
-it sweeps the number of resampling candidates s_c = s_u. Each setting is scored with the shipped Fashion-MNIST
+--rules: resampling CFG (FARMER's Algorithm 1, s_c = s_u = 5 candidates per
+token) with the exact importance weights (T_π,v = T_σ,v = T_s = 1), with the
+paper's Table 6 weights (T_π,v = 0.1, T_s = 1.1) and with the balance-heuristic
+weights; resampling with the exact weights from 10 conditional candidates only
+(`resample-cond`: the library's default, farmer.guidance.DEFAULT_POOL); and the
+naive per-dimension rule (GIVT/JetFormer); then, at --candidates-w, it sweeps
+the number of resampling candidates s_c = s_u. Each setting is scored with the shipped Fashion-MNIST
 classifier (`farmer.quality.sample_quality`):
 
 * class consistency — the fraction of samples it assigns to the class asked for;
@@ -67,11 +69,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# the rows of the study: label -> (guidance, resampling weights, weight temperatures)
-RULES = {"resample": ("resample", "paper", EXACT_WEIGHTS),              # the library's default
-         "resample-table6": ("resample", "paper", TABLE6_WEIGHTS),      # the paper's Table 6 settings
-         "resample-balance": ("resample", "balance", EXACT_WEIGHTS),
-         "naive": ("naive", "paper", {})}
+# the rows of the study: label -> (guidance, resampling weights, weight temperatures, pool of a token)
+# The pool is (s_c, s_u) from the sweep's s: the paper's (s, s), or (2s, 0) conditional candidates only
+# at the same total (ours).
+RULES = {"resample": ("resample", "paper", EXACT_WEIGHTS, "paper"),
+         "resample-table6": ("resample", "paper", TABLE6_WEIGHTS, "paper"),   # the paper's Table 6 settings
+         "resample-balance": ("resample", "balance", EXACT_WEIGHTS, "paper"),
+         "resample-cond": ("resample", "paper", EXACT_WEIGHTS, "cond"),
+         "naive": ("naive", "paper", {}, "paper")}
+
+
+def pool(s: dict) -> tuple[int, int]:
+    """(s_c, s_u) candidates per informative token of a setting."""
+    n = s["candidates"]
+    return (2 * n, 0) if s.get("pool") == "cond" else (n, n)
 
 
 def settings(args) -> list[dict]:
@@ -79,9 +90,9 @@ def settings(args) -> list[dict]:
     grid = [{"guidance": "none", "cfg_scale": 0.0, "candidates": 5, "weights": "paper", "temps": {}}] \
         if 0 in args.weights else []
     for label in args.rules:
-        mode, weights, temps = RULES[label]
+        mode, weights, temps, kind = RULES[label]
         grid += [{"guidance": mode, "cfg_scale": w, "candidates": 5, "weights": weights, "temps": temps,
-                  "rule": label} for w in args.weights if w != 0]
+                  "rule": label, **({"pool": kind} if kind != "paper" else {})} for w in args.weights if w != 0]
     grid += [{"guidance": "resample", "cfg_scale": args.candidates_w, "candidates": s, "weights": "paper",
               "temps": EXACT_WEIGHTS, "rule": "resample"}
              for s in args.candidates if s != 5 or args.candidates_w not in args.weights]
@@ -120,7 +131,7 @@ def run(args) -> dict:
         else:
             q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch,
                                seed=args.seed, guidance=s["guidance"], cfg_scale=s["cfg_scale"],
-                               candidates_cond=s["candidates"], candidates_uncond=s["candidates"],
+                               candidates_cond=pool(s)[0], candidates_uncond=pool(s)[1],
                                resample_weights=s["weights"], decoder=args.decoder, **s["temps"])
             r = {**s, **q}
         results.append(r)
@@ -142,9 +153,10 @@ def plot(report: dict, path: Path, candidates_w: float) -> None:
     fig, axes = plt.subplots(1, 3 if sweep else 2, figsize=(13 if sweep else 10, 3.8))
     names = {"resample": "resampling CFG (Algorithm 1, exact weights: the default)",
              "resample-table6": "resampling CFG (Algorithm 1, Table 6: T_π,v 0.1, T_s 1.1)",
-             "resample-balance": "resampling CFG, balance-heuristic weights", "naive": "naive CFG (GIVT/JetFormer)"}
+             "resample-balance": "resampling CFG, balance-heuristic weights", "naive": "naive CFG (GIVT/JetFormer)",
+             "resample-cond": "resampling CFG, exact weights, 10 + 0 candidates (conditional only)"}
     for mode, colour in (("resample", "C0"), ("resample-table6", "C2"), ("resample-balance", "C1"),
-                         ("naive", "C3")):
+                         ("resample-cond", "C4"), ("naive", "C3")):
         rows = sorted(base + [r for r in res if rule(r) == mode and r["candidates"] == 5],
                       key=lambda r: r["cfg_scale"])
         if len(rows) <= len(base):

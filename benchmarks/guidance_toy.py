@@ -10,7 +10,9 @@ normalised on a grid, so its mean is known to 1e-6. A rule's "shift" is
 
   per-token    one draw from s_c + s_u candidates (the informative tokens),
                with the exact weights (T_π,v = T_σ,v = T_s = 1) and with Table 6's
-               (T_π,v = 0.1, T_s = 1.1), s_c = s_u = 1, 2, 5, 10, 25
+               (T_π,v = 0.1, T_s = 1.1), s_c = s_u = 1, 2, 5, 10, 25; and with the
+               exact weights from conditional candidates only at the same total,
+               s_c = 2, 4, 10, 20, 50 and s_u = 0 (the library's default pool)
   pooled       N = 49 draws WITHOUT replacement from one pool of S = S_c + S_u
                candidates, S_c = S_u (the redundant group of `fmnist`), exact weights,
                S/N = 1 … 20; and a pool of conditional candidates only
@@ -57,10 +59,12 @@ def shift(draws: torch.Tensor, w: float) -> float:
     return (float(draws.mean()) - m_c) / (m_t - m_c)
 
 
-def per_token(w: float, s: int, weights: dict, n: int, seed: int) -> float:
+def per_token(w: float, s: int, weights: dict, n: int, seed: int, uncond: bool = True) -> float:
+    """One draw per mixture from s + s candidates (G_c and G_u), or 2s from G_c only."""
     g_c, g_u = toy(n)
+    s_c, s_u = (s, s) if uncond else (2 * s, 0)
     gen = torch.Generator().manual_seed(seed)
-    return shift(resample_cfg(g_c, g_u, w, candidates_cond=s, candidates_uncond=s, generator=gen, **weights), w)
+    return shift(resample_cfg(g_c, g_u, w, candidates_cond=s_c, candidates_uncond=s_u, generator=gen, **weights), w)
 
 
 def pooled(w: float, ratio: float, images: int, seed: int, uncond: bool = True) -> float:
@@ -80,16 +84,19 @@ def main() -> int:
     p.add_argument("--json", default=str(HERE / "guidance_toy.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
-    ws = (0.5, 1.0, 2.0, 3.0)
+    ws = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
     rows = {"per_token": [], "pooled": [], "tokens": N_TOKENS, "draws": args.draws, "images": args.images}
     print(f"shift toward the guided target's mean (1 = reached); per-token: {args.draws} draws\n")
-    print("| weights | s_c = s_u | " + " | ".join(f"w = {w:g}" for w in ws) + " |")
+    print("| weights | s_c + s_u | " + " | ".join(f"w = {w:g}" for w in ws) + " |")
     print("| --- | --- |" + " --- |" * len(ws))
-    for name, weights in (("exact", EXACT_WEIGHTS), ("table6", TABLE6_WEIGHTS)):
+    for name, weights, uncond in (("exact", EXACT_WEIGHTS, True), ("table6", TABLE6_WEIGHTS, True),
+                                  ("exact", EXACT_WEIGHTS, False)):
         for s in (1, 2, 5, 10, 25):
-            vals = [per_token(w, s, weights, args.draws, seed=s) for w in ws]
-            rows["per_token"].append({"weights": name, "candidates": s, **{f"w{w:g}": v for w, v in zip(ws, vals)}})
-            print(f"| {name} | {s} | " + " | ".join(f"{v:.2f}" for v in vals) + " |", flush=True)
+            vals = [per_token(w, s, weights, args.draws, seed=s, uncond=uncond) for w in ws]
+            s_c, s_u = (s, s) if uncond else (2 * s, 0)
+            rows["per_token"].append({"weights": name, "candidates": s, "s_c": s_c, "s_u": s_u,
+                                      **{f"w{w:g}": v for w, v in zip(ws, vals)}})
+            print(f"| {name} | {s_c} + {s_u} | " + " | ".join(f"{v:.2f}" for v in vals) + " |", flush=True)
     print(f"\npooled: N = {N_TOKENS} draws without replacement per image, {args.images} images, exact weights\n")
     print("| pool | S / N | " + " | ".join(f"w = {w:g}" for w in ws) + " |")
     print("| --- | --- |" + " --- |" * len(ws))

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import farmer  # noqa: E402
 from farmer.channels import channel_experiment  # noqa: E402
 from farmer.classify import evaluate_classifier  # noqa: E402
+from farmer.card import library_sampling_defaults  # noqa: E402
 from farmer.checkpoint import atomic_write_json, read_config, resolve  # noqa: E402
 from farmer.data import FMNIST_CLASSES, load_fashion_mnist  # noqa: E402
 from farmer.decoder_error import DECODER_NAMES, reconstruction_error, sampled_decoder_error  # noqa: E402
@@ -120,8 +121,8 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
 # docs/studies.md, sample quality): resampling CFG with exact importance weights (T_π,v = T_σ,v = T_s = 1,
 # not Table 6's 0.1 / 1.1), T_σ = 0.9 and w = 1 gave 95.2% class consistency at FD 11.4, against 84.1% /
 # 18.5 with Table 6's weights at the same w.
-CARD_GUIDANCE = {"guidance": "resample", "cfg_scale": 1.0, "t_sigma": 0.9, "t_pi_verify": 1.0,
-                 "t_sigma_verify": 1.0, "t_select": 1.0}
+CARD_GUIDANCE = {"guidance": "resample", "cfg_scale": 1.0, "t_sigma": 0.9, "candidates_cond": 5,
+                 "candidates_uncond": 5, "t_pi_verify": 1.0, "t_sigma_verify": 1.0, "t_select": 1.0}
 
 
 # The Bayes classifier's settings: benchmarks/classify.py's defaults, so both commands give the same figure.
@@ -346,14 +347,18 @@ def f(x: float, nd: int = 3) -> str:
 
 
 def guided_text(q: dict) -> str:
-    return (f"T_σ = {q.get('t_sigma', 1.0):g}, T_π,v = {q.get('t_pi_verify', 0.1):g}, "
-            f"T_σ,v = {q.get('t_sigma_verify', 1.0):g}, T_s = {q.get('t_select', 1.1):g}")
+    d = library_sampling_defaults()
+    g = lambda k: q.get(k, d[k])                                                   # noqa: E731
+    return (f"s_c + s_u = {g('candidates_cond')} + {g('candidates_uncond')}, T_σ = {g('t_sigma'):g}, "
+            f"T_π,v = {g('t_pi_verify'):g}, T_σ,v = {g('t_sigma_verify'):g}, T_s = {g('t_select'):g}")
 
 
 def guided_flags(q: dict) -> str:
-    flags = {"t_sigma": ("--t-sigma", 1.0), "t_pi_verify": ("--t-pi-verify", 0.1),
-             "t_sigma_verify": ("--t-sigma-verify", 1.0), "t_select": ("--t-select", 1.1)}
-    return "".join(f" {flag} {q[k]:g}" for k, (flag, default) in flags.items() if k in q and q[k] != default)
+    """The `farmer quality` / `farmer sample` flags for the settings that differ from farmer.sample's defaults."""
+    d = library_sampling_defaults()
+    flags = {"t_sigma": "--t-sigma", "candidates_cond": "--candidates-cond", "candidates_uncond": "--candidates-uncond",
+             "t_pi_verify": "--t-pi-verify", "t_sigma_verify": "--t-sigma-verify", "t_select": "--t-select"}
+    return "".join(f" {flag} {q[k]:g}" for k, flag in flags.items() if k in q and q[k] != d[k])
 
 
 def fig7_lines(card: dict) -> list[str]:
@@ -378,12 +383,14 @@ def guidance_lines() -> list[str]:
     res = rep["results"]
     base = [r for r in res if r["guidance"] == "none"]
     ws = sorted({r["cfg_scale"] for r in res if r["candidates"] == 5})
-    names = {"resample": "resampling, Algorithm 1, exact weights (the default)",
-             "resample-table6": "resampling, Algorithm 1, Table 6 weights (T_π,v 0.1, T_s 1.1)",
-             "resample-balance": "resampling, balance weights", "naive": "naive (GIVT / JetFormer)"}
+    names = {"resample-cond": "resampling, exact weights, 10 + 0 candidates (the library's default)",
+             "resample": "resampling, Algorithm 1, exact weights, 5 + 5 candidates",
+             "resample-table6": "resampling, Algorithm 1, Table 6 weights (T_π,v 0.1, T_s 1.1), 5 + 5",
+             "resample-balance": "resampling, balance weights, 5 + 5", "naive": "naive (GIVT / JetFormer)"}
     lines = [f"**Guidance study** (`python benchmarks/guidance.py --samples {rep['meta']['samples']}`; "
              "`benchmarks/guidance.json`, [`guidance.png`](../../benchmarks/guidance.png)): class "
-             f"consistency / FD at {rep['meta']['samples']:,} samples per point, s_c = s_u = 5.", "",
+             f"consistency / FD at {rep['meta']['samples']:,} samples per point; s_c + s_u candidates per "
+             "token as each row says.", "",
              "| rule | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
              "| --- |" + " --- |" * len(ws)]
     for rule_name, label in names.items():
@@ -576,7 +583,7 @@ def render(card: dict) -> str:
         "",
         "![unguided samples](samples_unguided.png)",
         "",
-        f"Resampling CFG, w = {w:g}, s_c = s_u = 5, {guided_text(qg)}:",
+        f"Resampling CFG, w = {w:g}, {guided_text(qg)}:",
         "",
         "![guided samples](samples_cfg.png)",
         "",

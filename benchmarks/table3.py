@@ -20,7 +20,8 @@ Figures of each run's final EMA weights:
     test bpd       first --test-images test images, uniform dequantisation, single sample,
                    conditioned on the true class
     consistency    the project's classifier's accuracy on --samples class-balanced samples,
-                   unguided and guided (resampling CFG, w = 2, exact weights: T_π,v = T_σ,v = T_s = 1)
+                   unguided and guided (resampling CFG, w = 2, exact weights: T_π,v = T_σ,v = T_s = 1,
+                   the paper's 5 + 5 candidates per token)
     FD             Fréchet distance to the test set in that classifier's feature space
     Fig. 7 ratio   mean |Δpixel| with Z^R redrawn / with Z^I perturbed, both at v = 1
                    (first --fig7-images test images; no Z^R in the "none" arm)
@@ -75,9 +76,10 @@ ARMS: dict[str, tuple[dict, tuple[int, ...]]] = {
 EXACT = dict(t_pi_verify=1.0, t_sigma_verify=1.0, t_select=1.0)       # the weights of Eq. 15 as written
 TABLE6 = dict(t_pi_verify=0.1, t_sigma_verify=1.0, t_select=1.1)      # the paper's Table 6 settings
 GUIDED = ("resample_exact", 2.0)                                      # the "guided" column of every arm
+POOL = dict(candidates_cond=5, candidates_uncond=5)                  # Algorithm 1's pool, as the paper ran it
 GUIDANCE = {"none": dict(guidance="none"), "naive": dict(guidance="naive"),
-            "resample_table6": dict(guidance="resample", **TABLE6),
-            "resample_exact": dict(guidance="resample", **EXACT)}
+            "resample_table6": dict(guidance="resample", **TABLE6, **POOL),
+            "resample_exact": dict(guidance="resample", **EXACT, **POOL)}
 
 
 def quality(model, args, classifier, reference, rule: str, w: float) -> dict:
@@ -123,7 +125,7 @@ def run_one(arm: str, seed: int, args, test, classifier, reference) -> dict:
     row = {"arm": arm, "seed": seed, "steps": args.steps, "threads": args.threads, "train_seconds": train_s,
            "wall_seconds_this_process": wall, "model": mcfg.to_dict(), "train": tcfg.to_dict(),
            "samples": args.samples, "test_images": args.test_images, "fig7_images": args.fig7_images,
-           "guided_setting": {"rule": GUIDED[0], "cfg_scale": GUIDED[1], **EXACT}, **figures}
+           "guided_setting": {"rule": GUIDED[0], "cfg_scale": GUIDED[1], **EXACT, **POOL}, **figures}
     print(f"[{arm} seed {seed}] bpd {row['test_bpd']:.3f}, consistency {row['unguided']['class_consistency']:.3f}"
           f" / {row['guided']['class_consistency']:.3f}, FD {row['unguided']['fd']:.1f} / {row['guided']['fd']:.1f}"
           f", trained {train_s / 60:.1f} min", flush=True)

@@ -50,7 +50,8 @@ def table() -> str:
         (f"class consistency / FD, {q_none['num_samples']:,} samples, unguided",
          f"**{_pct(q_none['class_consistency'])}** / **{_fd(q_none['fd'])}**", none),
         (f"class consistency / FD, resampling CFG w = {q_res['cfg_scale']:g}, T_σ = {q_res['t_sigma']:g}, "
-         f"exact weights (T_π,v = T_σ,v = T_s = 1)",
+         f"exact weights (T_π,v = T_σ,v = T_s = 1), {q_res['candidates_cond']} + {q_res['candidates_uncond']} "
+         "candidates",
          f"**{_pct(q_res['class_consistency'])}** / **{_fd(q_res['fd'])}**", none),
         (f"class consistency / FD, naive CFG w = {q_naive['cfg_scale']:g}",
          f"{_pct(q_naive['class_consistency'])} / {_fd(q_naive['fd'])}", none),

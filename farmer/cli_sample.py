@@ -12,7 +12,7 @@ from .cli_common import _checkpoint_tag, _friendly, _opt_int, _pick_device
 
 # ============================================================================ quality
 def _add_quality(sub) -> None:
-    from .guidance import GUIDANCE
+    from .guidance import DEFAULT_POOL, GUIDANCE, PAPER_POOL
     from .model import DECODERS
     p = sub.add_parser("quality", help="class consistency and FD (Fashion-MNIST classifier features) of samples",
                        description="Draw class-conditional samples (balanced labels) and score them with the "
@@ -27,6 +27,11 @@ def _add_quality(sub) -> None:
     p.add_argument("--cfg", type=float, default=2.0, help="guidance weight w (default 2)")
     p.add_argument("--decoder", choices=DECODERS, default="sequential", help="AF inverse (default sequential)")
     p.add_argument("--t-sigma", type=float, default=1.0, help="T_sigma (default 1)")
+    for name, what in (("cond", "G_c"), ("uncond", "G_u")):
+        key = f"candidates_{name}"
+        p.add_argument(f"--candidates-{name}", type=int, default=DEFAULT_POOL[key],
+                       help=f"resampling candidates from {what} per token (default {DEFAULT_POOL[key]}, "
+                            f"farmer.sample's; the paper's Algorithm 1: {PAPER_POOL[key]})")
     p.add_argument("--t-pi-verify", type=float, default=1.0,
                    help="T_pi,v of the resampling weights (default 1: exact weights; the paper's Table 6: 0.1)")
     p.add_argument("--t-sigma-verify", type=float, default=1.0, help="T_sigma,v of the weights (default 1)")
@@ -81,13 +86,16 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     reference = predict(classifier, test.images)[1]
     q = sample_quality(model, classifier, reference, num_samples=args.samples, batch_size=args.batch_size,
                        seed=args.seed, guidance=args.guidance, cfg_scale=args.cfg, decoder=args.decoder,
-                       t_sigma=args.t_sigma, t_pi_verify=args.t_pi_verify, t_sigma_verify=args.t_sigma_verify,
-                       t_select=args.t_select, resample_weights=args.resample_weights, denoise=args.denoise,
-                       **_jacobi_args(args))
+                       t_sigma=args.t_sigma, candidates_cond=args.candidates_cond,
+                       candidates_uncond=args.candidates_uncond, t_pi_verify=args.t_pi_verify,
+                       t_sigma_verify=args.t_sigma_verify, t_select=args.t_select,
+                       resample_weights=args.resample_weights, denoise=args.denoise, **_jacobi_args(args))
     guided = args.guidance != "none"
     res = {"checkpoint": str(path), "guidance": args.guidance, **({"cfg_scale": args.cfg} if guided else {}),
            "decoder": args.decoder,
-           "t_sigma": args.t_sigma, "t_pi_verify": args.t_pi_verify, "t_sigma_verify": args.t_sigma_verify,
+           "t_sigma": args.t_sigma, "candidates_cond": args.candidates_cond,
+           "candidates_uncond": args.candidates_uncond,
+           "t_pi_verify": args.t_pi_verify, "t_sigma_verify": args.t_sigma_verify,
            "t_select": args.t_select, "resample_weights": args.resample_weights, "denoise": args.denoise,
            **(_jacobi_args(args) if args.decoder in ("jacobi", "hybrid") else {}), "seed": args.seed,
            "classifier": str(clf_dir),

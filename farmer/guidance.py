@@ -37,12 +37,22 @@ RESAMPLE_WEIGHTS = ("paper", "balance")   # Algorithm 1's weights, or the balanc
 
 # Temperatures at which the resampling weights are evaluated and sharpened, by name.
 # EXACT_WEIGHTS make Eq. 15's weights true importance weights (target over proposal):
-# the library's default, chosen by measurement (benchmarks/guidance.py: with them
-# resampling is at least as class-consistent as no guidance at every w in 0.1 … 4,
-# while Table 6's fall below it at w = 0.1). TABLE6_WEIGHTS are the paper's settings
+# the library's default, chosen by measurement (benchmarks/guidance.py on the shipped
+# model: Table 6's fall 10 points below no guidance at w = 0.1 and stay below the exact
+# weights' class consistency at every w). TABLE6_WEIGHTS are the paper's settings
 # (App. Table 6), kept by name:  farmer.sample(..., guidance="resample", **TABLE6_WEIGHTS).
 EXACT_WEIGHTS = {"t_pi_verify": 1.0, "t_sigma_verify": 1.0, "t_select": 1.0}
 TABLE6_WEIGHTS = {"t_pi_verify": 0.1, "t_sigma_verify": 1.0, "t_select": 1.1}
+# Candidates per informative token, by name. DEFAULT_POOL (ours, the library's default) draws
+# all 10 from G_c: the finite pool then falls short of p′ toward the unguided p_c only, so
+# guidance never moves a sample toward p_u. PAPER_POOL is Algorithm 1's s_c = s_u = 5: its G_u
+# candidates pull a small pool toward the proposal mixture, which at small w outweighs the
+# guidance (benchmarks/guidance_toy.py: 14% of the target's shift at w = 0.1 against 91%;
+# benchmarks/guidance.py on the shipped model: 83.3% class consistency at w = 0.1 against
+# 83.4% unguided and 86.1% with DEFAULT_POOL). At w >= 1 PAPER_POOL's gentler pull gives
+# the lower FD at equal w (13.4 against 15.4 at w = 1); the model card's settings use it.
+DEFAULT_POOL = {"candidates_cond": 10, "candidates_uncond": 0}
+PAPER_POOL = {"candidates_cond": 5, "candidates_uncond": 5}
 _CHUNK_ELEMENTS = 1 << 25          # ~128 MB of float32 per log_prob evaluation
 
 
@@ -53,7 +63,7 @@ def _count(stats: dict | None, key: str, value: float) -> None:
 
 # ----------------------------------------------------------------------------- resampling CFG
 def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = None, *,
-                 candidates_cond: int = 5, candidates_uncond: int = 5,
+                 candidates_cond: int = 10, candidates_uncond: int = 0,
                  t_pi: float = 1.0, t_sigma: float = 1.0,
                  t_pi_verify: float = 1.0, t_sigma_verify: float = 1.0, t_select: float = 1.0,
                  weights: str = "paper",
@@ -67,7 +77,8 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
     all N tokens, so one pool serves all N draws).
 
     Candidates: s_c = candidates_cond from G_c and s_u = candidates_uncond from
-    G_u at the proposal temperatures (t_pi, t_sigma). Log-weights, with the
+    G_u at the proposal temperatures (t_pi, t_sigma); the defaults are
+    DEFAULT_POOL (10 + 0, ours), the paper's are PAPER_POOL (5 + 5). Log-weights, with the
     densities evaluated at the verification temperatures (t_pi_verify,
     t_sigma_verify) and r = log G_c − log G_u:
 
@@ -79,9 +90,10 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
     independent draws from two proposals, each weighted by target over its
     own proposal, selects a candidate with density
     ∝ s_c·p_c·(p′/p_c) + s_u·p_u·(p′/p_u) = (s_c + s_u)·p′ as the pools grow.
-    The G_u candidates matter when p′ reaches where p_c is thin: the guided
+    G_u candidates can help when p′ reaches where p_c is thin: the guided
     target moves away from p_u, and draws from the broader unconditional
-    mixture with large (w+1)·r cover those regions. The log-weights are then
+    mixture with large (w+1)·r cover those regions (the paper's reason for
+    them; see the finite-pool bias below for their cost). The log-weights are then
     multiplied by t_select (T_s > 1 sharpens the selection) before the softmax.
 
     weights="balance" uses the balance heuristic of multiple importance
@@ -102,8 +114,23 @@ def resample_cfg(g_c: DiagonalGMM, g_u: DiagonalGMM, w: float, n: int | None = N
 
     The weights are exact importance weights only with proposal and
     verification temperatures equal to 1 and t_select = 1 (this function's
-    defaults); the paper's settings (T_π,v ≈ 0.1–0.2, T_s = 1.1, the defaults
-    of `farmer.sample`) deliberately bias the pick.
+    defaults); the paper's settings (T_π,v ≈ 0.1–0.2, T_s = 1.1, TABLE6_WEIGHTS)
+    deliberately bias the pick.
+
+    The finite-pool bias: resampling from S candidates falls short of p′ toward
+    the proposal. On the 1-D toy of benchmarks/guidance_toy.py (exact weights)
+    the draws' mean moves this share of the way from p_c's mean to p′'s:
+
+        pool (s_c + s_u)      w = 0.1   0.5    1      3
+        1 + 1                 -1.90     -0.13  0.03   0.09
+        5 + 5  (PAPER_POOL)   0.14      0.67   0.74   0.86
+        10 + 0 (DEFAULT_POOL) 0.91      0.90   0.90   0.95
+        20 + 0                1.01      0.96   0.95   0.98
+
+    With G_u candidates in the pool the shortfall points toward the
+    unconditional mixture and does not vanish as w -> 0 (every G_u candidate
+    keeps weight ≈ G_c/G_u), so at small w a mixed pool can guide *away* from
+    the class; a G_c-only pool falls short toward the unguided p_c instead.
 
     w = 0: the target is p_c. The literal rule would still admit G_u
     candidates with weight (G_c/G_u)^{T_s} at the verification temperatures,

@@ -233,3 +233,41 @@ def test_redundant_pool_near_n_loses_the_guidance_and_five_per_token_keeps_most(
     assert _pooled_shift(1.0) < 0.1
     assert _pooled_shift(5.0) > 0.6
     assert _pooled_shift(5.0) > _pooled_shift(2.0) + 0.2
+
+
+def _shift(x: torch.Tensor, w: float) -> torch.Tensor:
+    """Per dimension, how far the draws' mean moved from μ_c toward the target's mean m′ (1 = all the way)."""
+    mean, _ = closed_form(w)
+    return (x.mean(0) - MU_C) / (mean - MU_C)
+
+
+def test_the_default_pool_falls_short_toward_p_c_while_a_mixed_pool_can_guide_away():
+    """The finite-pool bias (farmer.guidance.DEFAULT_POOL vs PAPER_POOL). At w = 0.1 the target's mean is
+    only 0.04 / 0.026 from μ_c, so one standard error of a shift is 0.05 / 0.09 with 200,000 draws; the
+    bounds leave 4 of them and more. 10 + 0 candidates fall short of m′ toward μ_c only (a shift
+    in (0, 1]); 1 + 1 candidates pull the draws toward the proposal mixture, i.e. toward μ_u, further than
+    the guidance moves them (a negative shift: guidance against the class)."""
+    from farmer.guidance import DEFAULT_POOL, PAPER_POOL
+    assert DEFAULT_POOL == {"candidates_cond": 10, "candidates_uncond": 0}
+    assert PAPER_POOL == {"candidates_cond": 5, "candidates_uncond": 5}
+    w, n = 0.1, 10 * L                                         # 200,000 draws: SE of a shift ≤ 0.09 (dim 2)
+    g = torch.Generator().manual_seed(5)
+    own = _shift(resample_cfg(gaussian(MU_C, S_C, n), gaussian(MU_U, S_U, n), w, generator=g), w)
+    mixed = _shift(resample_cfg(gaussian(MU_C, S_C, n), gaussian(MU_U, S_U, n), w, candidates_cond=1,
+                                candidates_uncond=1, generator=g), w)
+    assert ((own > 0.5) & (own < 1.4)).all(), own
+    assert (mixed < -0.5).all(), mixed
+
+
+def test_the_sampler_and_the_cli_default_to_the_library_pool():
+    import inspect
+
+    from farmer.cli import build_parser
+    from farmer.guidance import DEFAULT_POOL
+    from farmer.sampling import sample
+    params = inspect.signature(sample).parameters
+    assert {k: params[k].default for k in DEFAULT_POOL} == DEFAULT_POOL
+    params = inspect.signature(resample_cfg).parameters
+    assert {k: params[k].default for k in DEFAULT_POOL} == DEFAULT_POOL
+    args = build_parser().parse_args(["quality", "some/checkpoint"])
+    assert {"candidates_cond": args.candidates_cond, "candidates_uncond": args.candidates_uncond} == DEFAULT_POOL
