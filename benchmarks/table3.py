@@ -301,13 +301,25 @@ def verdicts_markdown(rows: list[dict]) -> str:
 
 
 BLOCK = ("<!-- table3:start -->", "<!-- table3:end -->")
-TARGETS = ("docs/studies.md",)
 
 
 def block(rows: list[dict]) -> str:
-    """What the docs show between the table3 markers: the table and the verdicts, from the JSON only."""
+    """What docs/studies.md shows between the table3 markers: the table and the verdicts, from the JSON only."""
     return "\n\n".join([table_markdown(rows), "Each claim, by the run-to-run spread (see `compare`):",
                          verdicts_markdown(rows)])
+
+
+def readme_block(rows: list[dict]) -> str:
+    """What README.md shows between the markers: the verdicts alone, with their budget."""
+    steps = max(r["steps"] for r in rows)
+    arms = summarise([r for r in rows if r["steps"] == steps])
+    done = ", ".join(f"{a} ({len(v['seeds'])} seed{'s' * (len(v['seeds']) > 1)})" for a, v in arms.items())
+    return (f"Runs so far, {steps:,} steps of batch 64 each: {done}. Verdicts by the run-to-run spread; "
+            "the table, the method and every figure are in [Studies](docs/studies.md).\n\n"
+            + verdicts_markdown(rows))
+
+
+TARGETS = {"docs/studies.md": block, "README.md": readme_block}
 
 
 def current_block(text: str) -> str | None:
@@ -316,12 +328,12 @@ def current_block(text: str) -> str | None:
     return text.split(BLOCK[0], 1)[1].split(BLOCK[1], 1)[0].strip("\n")
 
 
-def write_block(path: Path, rows: list[dict]) -> None:
+def write_block(path: Path, rows: list[dict], make=block) -> None:
     text = path.read_text()
     if BLOCK[0] not in text:
         raise SystemExit(f"{path}: no {BLOCK[0]} marker to write the table between")
     head, rest = text.split(BLOCK[0], 1)
-    path.write_text(f"{head}{BLOCK[0]}\n{block(rows)}\n{BLOCK[1]}{rest.split(BLOCK[1], 1)[1]}")
+    path.write_text(f"{head}{BLOCK[0]}\n{make(rows)}\n{BLOCK[1]}{rest.split(BLOCK[1], 1)[1]}")
 
 
 def _merge(path: Path, row: dict) -> None:
@@ -348,7 +360,7 @@ def main() -> int:
     p.add_argument("--json", default=str(HERE / "table3.json"), help="results file (merged)")
     p.add_argument("--table", action="store_true", help="print the stored table and the verdicts, and exit")
     p.add_argument("--write", action="store_true",
-                   help=f"write the table and verdicts between the table3 markers of {', '.join(TARGETS)}, and exit")
+                   help=f"write the table and verdicts between the table3 markers of {' and '.join(TARGETS)}, and exit")
     args = p.parse_args()
     if args.steps < 1 or args.samples < 2 or args.test_images < 1 or args.fig7_images < 1:
         p.error("--steps, --test-images and --fig7-images must be >= 1 and --samples >= 2")
@@ -358,8 +370,8 @@ def main() -> int:
         print(block(stored))
         return 0
     if args.write:
-        for target in TARGETS:
-            write_block(HERE.parent / target, stored)
+        for target, make in TARGETS.items():
+            write_block(HERE.parent / target, stored, make)
             print(f"wrote the table3 block of {target}")
         return 0
     done = {(r["arm"], r["seed"], r["steps"]) for r in stored}
