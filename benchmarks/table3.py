@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import math
 import statistics
 import sys
 import time
@@ -156,8 +157,10 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for r in sorted(rows, key=lambda r: r["seed"]):
         a = out.setdefault(r["arm"], {"seeds": [], "minutes": [], "bpd": [], "cons_u": [], "cons_g": [],
-                                      "fd_u": [], "fd_g": [], "fig7": []})
+                                      "fd_u": [], "fd_g": [], "fig7": [], "samples": [], "bpd_stderr": []})
         a["seeds"].append(r["seed"])
+        a["samples"].append(r["samples"])
+        a["bpd_stderr"].append(r["test_bpd_stderr"])
         a["minutes"].append(r["train_seconds"] / 60)
         a["bpd"].append(r["test_bpd"])
         a["cons_u"].append(r["unguided"]["class_consistency"])
@@ -223,23 +226,39 @@ def _spread(values: list[float]) -> float | None:
     return (max(values) - min(values)) / 2 if len(values) > 1 else None
 
 
-def compare(a: list[float], b: list[float], sign: int, noise: float | None) -> dict:
+def compare(a: list[float], b: list[float], sign: int, noise: float | None,
+            floor_a: float = 0.0, floor_b: float = 0.0) -> dict:
     """A against B on one figure, by the run-to-run spread.
 
     a, b: per-seed values; sign: +1 when higher is better. An arm's spread is half its range over
     seeds; an arm with one seed borrows `noise` (the largest half-range any multi-seed arm shows on
-    this figure). The difference (positive when A is better) counts only when it exceeds the sum of
-    the two spreads, i.e. when the arms' ranges cannot overlap: "confirmed" (A better), "refuted"
-    (B better), else "within noise"; "no spread yet" when no figure has two seeds.
+    this figure). No spread is taken below the arm's own sampling error (floor_a, floor_b: the
+    standard error of its mean, see `sampling_error`), so two seeds that agree by chance do not
+    make a zero spread. The difference (positive when A is better) counts only when it exceeds the
+    sum of the two spreads, i.e. when the arms' ranges cannot overlap: "confirmed" (A better),
+    "refuted" (B better), else "within noise"; "no spread yet" when no figure has two seeds.
     """
     sa, sb = _spread(a), _spread(b)
     sa, sb = (noise if sa is None else sa), (noise if sb is None else sb)
     diff = sign * (statistics.mean(a) - statistics.mean(b))
     if sa is None or sb is None:
         return {"difference": diff, "threshold": None, "verdict": "no spread yet"}
-    threshold = sa + sb
+    threshold = max(sa, floor_a) + max(sb, floor_b)
     verdict = "confirmed" if diff > threshold else "refuted" if diff < -threshold else "within noise"
     return {"difference": diff, "threshold": threshold, "verdict": verdict}
+
+
+def sampling_error(arm: dict, key: str) -> float:
+    """The standard error of an arm's mean figure from its own finite samples: binomial for class
+    consistency (n samples per seed), the test images' standard error for bits/dim; 0 for FD
+    (no closed form; its spread comes from the seeds alone)."""
+    k = len(arm[key])
+    if key in ("cons_u", "cons_g"):
+        p = statistics.mean(arm[key])
+        return math.sqrt(p * (1 - p) / sum(arm["samples"]))
+    if key == "bpd":
+        return statistics.mean(arm["bpd_stderr"]) / math.sqrt(k)
+    return 0.0
 
 
 def verdicts(rows: list[dict], steps: int | None = None) -> list[dict]:
@@ -252,7 +271,8 @@ def verdicts(rows: list[dict], steps: int | None = None) -> list[dict]:
         noise = max(spreads) if spreads else None
         for claim, arm_a, arm_b in CLAIMS:
             if arm_a in summary and arm_b in summary:
-                c = compare(summary[arm_a][key], summary[arm_b][key], sign, noise)
+                A, B = summary[arm_a], summary[arm_b]
+                c = compare(A[key], B[key], sign, noise, sampling_error(A, key), sampling_error(B, key))
                 out.append({"claim": claim, "figure": fig, "a": arm_a, "b": arm_b,
                             "a_mean": statistics.mean(summary[arm_a][key]),
                             "b_mean": statistics.mean(summary[arm_b][key]),
@@ -267,7 +287,10 @@ def verdicts(rows: list[dict], steps: int | None = None) -> list[dict]:
                     continue
                 # the spread of guided figures: the larger of the two rules' half-ranges over the split seeds
                 noise = max([x for x in (_spread(a), _spread(b)) if x is not None], default=None)
-                c = compare(a, b, sign, noise)
+                n = sum(r["samples"] for r in guided)
+                floor = (lambda v: math.sqrt(statistics.mean(v) * (1 - statistics.mean(v)) / n)) \
+                    if field == "class_consistency" else (lambda v: 0.0)
+                c = compare(a, b, sign, noise, floor(a), floor(b))
                 name = "exact" if rule == "resample_exact" else "Table 6"
                 out.append({"claim": f"resampling CFG ({name} weights) beats naive CFG at equal w",
                             "figure": f"{fig}, w = {w}", "a": rule, "b": "naive", "a_mean": statistics.mean(a),

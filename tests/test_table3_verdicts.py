@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 
 import pytest
 from conftest import REPO
@@ -18,6 +19,7 @@ def table3():
 
 def row(arm, seed, bpd, cons_u=0.8, fd_u=20.0, guidance=None):
     r = {"arm": arm, "seed": seed, "steps": 3000, "train_seconds": 1800.0, "test_bpd": bpd,
+         "test_bpd_stderr": 0.01, "samples": 1000,
          "unguided": {"class_consistency": cons_u, "fd": fd_u}, "guided": {"class_consistency": 0.9, "fd": 15.0},
          "fig7": None if arm == "none" else {"ratio": 0.3}}
     if guidance:
@@ -36,6 +38,18 @@ def test_compare_by_the_spread_in_closed_form(table3):
     assert table3.compare([0.9], [0.8], +1, 0.04)["verdict"] == "confirmed"                  # 0.1 > 0.08
     assert table3.compare([0.9], [0.8], +1, 0.06)["verdict"] == "within noise"               # 0.1 < 0.12
     assert table3.compare([0.9], [0.8], +1, None)["verdict"] == "no spread yet"
+
+
+def test_no_spread_is_taken_below_the_sampling_error(table3):
+    """Two seeds that agree exactly (a zero half-range) still carry their samples' binomial error."""
+    rows = [row("split", 0, 4.0, cons_u=0.725), row("split", 1, 4.0, cons_u=0.725),
+            row("dct@split", 0, 4.0, cons_u=0.745)]
+    v = {x["figure"]: x for x in table3.verdicts(rows) if x["a"] == "dct@split"}["consistency unguided"]
+    floor_a, floor_b = math.sqrt(0.745 * 0.255 / 1000), math.sqrt(0.725 * 0.275 / 2000)
+    assert v["threshold"] == pytest.approx(floor_a + floor_b)                # borrowed noise 0 < floors
+    assert v["verdict"] == "within noise"                                    # 2 points < 1.4 + 1.0
+    assert table3.compare([0.8], [0.7], +1, 0.0, 0.02, 0.02)["verdict"] == "confirmed"
+    assert table3.compare([0.8], [0.77], +1, 0.0, 0.02, 0.02)["verdict"] == "within noise"
 
 
 def test_verdicts_borrow_the_largest_two_seed_spread_for_one_seed_arms(table3):
@@ -60,7 +74,9 @@ def test_guidance_verdicts_compare_rules_at_equal_w_on_the_split_seeds(table3):
     rows = [row("split", 0, 4.0, guidance=g(0.95, 0.90)), row("split", 1, 4.0, guidance=g(0.93, 0.89))]
     got = {(v["a"], v["figure"]): v for v in table3.verdicts(rows)}
     c = got[("resample_exact", "consistency, w = 1")]
-    assert c["difference"] == pytest.approx(0.045) and c["threshold"] == pytest.approx(0.01 + 0.005)
+    # exact: half-range 0.01 above its binomial floor; naive: half-range 0.005 below its floor
+    floor_naive = math.sqrt(0.895 * 0.105 / 2000)
+    assert c["difference"] == pytest.approx(0.045) and c["threshold"] == pytest.approx(0.01 + floor_naive)
     assert c["verdict"] == "confirmed"
     assert got[("resample_table6", "consistency, w = 2")]["verdict"] == "refuted"
     assert got[("resample_exact", "FD, w = 2")]["verdict"] == "confirmed"   # equal seeds: zero spread
