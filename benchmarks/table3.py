@@ -115,12 +115,7 @@ def score(model: farmer.Farmer, arm: str, args, test, classifier, reference) -> 
 
 
 def run_one(arm: str, seed: int, args, test, classifier, reference) -> dict:
-    over, _ = ARMS[arm]
-    mcfg = farmer.presets["fmnist"].replace(**over)
-    tcfg = train_presets["fmnist"].replace(**TRAIN_OVERRIDES.get(arm, {}))
-    tcfg = tcfg.replace(steps=args.steps, seed=seed, sample_every=0, ckpt_every=500,
-                                           keep_checkpoints=1, warmup_steps=min(200, args.steps // 10),
-                                           log_every=min(10, max(1, args.steps // 20)))
+    mcfg, tcfg = arm_recipe(arm, seed, args.steps)
     run_dir = Path(args.runs).expanduser() / f"{arm.replace('=', '-').replace('@', '-at-')}-s{seed}-{args.steps}"
     resume = latest_checkpoint(run_dir) is not None
     torch.set_num_threads(args.threads)
@@ -370,6 +365,30 @@ def write_block(path: Path, rows: list[dict], make=block) -> None:
     path.write_text(f"{head}{BLOCK[0]}\n{make(rows)}\n{BLOCK[1]}{rest.split(BLOCK[1], 1)[1]}")
 
 
+def arm_recipe(arm: str, seed: int, steps: int):
+    """(FarmerConfig, TrainConfig) of one run: the fmnist preset and recipe with the arm's overrides,
+    its schedules sized to `steps`."""
+    over, _ = ARMS[arm]
+    mcfg = farmer.presets["fmnist"].replace(**over)
+    tcfg = train_presets["fmnist"].replace(**TRAIN_OVERRIDES.get(arm, {}))
+    tcfg = tcfg.replace(steps=steps, seed=seed, sample_every=0, ckpt_every=500, keep_checkpoints=1,
+                        warmup_steps=min(200, steps // 10), log_every=min(10, max(1, steps // 20)))
+    return mcfg, tcfg
+
+
+def recipe_changes(stored: list[dict], steps: int) -> str:
+    """The settings in which today's recipe for an arm differs from its stored runs of this budget
+    (e.g. the fmnist preset changed since): '' when every stored run would be trained the same today."""
+    diffs = set()
+    for r in stored:
+        if r["steps"] != steps or r["arm"] not in ARMS:
+            continue
+        model, tr = (c.to_dict() for c in arm_recipe(r["arm"], r["seed"], steps))
+        diffs |= {f"model {k}" for k in model if r["model"].get(k) != model[k]}
+        diffs |= {f"train {k}" for k in tr if k not in ("device", "num_workers") and r["train"].get(k) != tr[k]}
+    return ", ".join(sorted(diffs))
+
+
 def _merge(path: Path, row: dict) -> None:
     with open(path.with_suffix(".lock"), "w") as lock:                        # parallel workers merge safely
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -408,6 +427,10 @@ def main() -> int:
             write_block(HERE.parent / target, stored, make)
             print(f"wrote the table3 block of {target}")
         return 0
+    changed = recipe_changes(stored, args.steps)
+    if changed:
+        p.error(f"the fmnist recipe changed since the stored runs of {args.steps} steps were made ({changed}); "
+                f"arms trained on different recipes do not compare: pass --json NEW.json to start a new table")
     done = {(r["arm"], r["seed"], r["steps"]) for r in stored}
     todo = [(arm, s) for arm in args.arms for s in ARMS[arm][1]
             if (args.seeds is None or s in args.seeds) and (arm, s, args.steps) not in done]

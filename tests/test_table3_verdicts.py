@@ -88,3 +88,12 @@ def test_the_docs_show_what_table3_json_holds(table3):
         assert table3.current_block((REPO / target).read_text()) == make(rows), (
             f"{target}: the Table 3 block differs from benchmarks/table3.json; "
             "run `python benchmarks/table3.py --write`")
+
+
+def test_a_changed_recipe_is_caught_before_new_arms_are_trained_on_it(table3, monkeypatch):
+    import farmer
+    rows = json.loads((REPO / "benchmarks" / "table3.json").read_text())["runs"]
+    assert rows and table3.recipe_changes(rows, 3000) == ""            # the stored runs are today's recipe
+    monkeypatch.setitem(farmer.presets, "fmnist", farmer.presets["fmnist"].replace(condition_repeat=8))
+    assert table3.recipe_changes(rows, 3000) == "model condition_repeat"
+    assert table3.recipe_changes(rows, 20) == ""                       # no stored runs of that budget
