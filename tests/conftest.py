@@ -17,6 +17,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def require_all() -> bool:
     """True when FARMER_REQUIRE_ALL=1: nothing may be skipped for lack of data or tools."""
     return os.environ.get("FARMER_REQUIRE_ALL", "") not in ("", "0")

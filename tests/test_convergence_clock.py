@@ -1,19 +1,15 @@
 """benchmarks/convergence.py's training clock: seconds of training at each checkpoint from metrics.jsonl."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def convergence():
-    spec = importlib.util.spec_from_file_location("convergence", REPO / "benchmarks" / "convergence.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("convergence")
 
 
 def test_clock_sums_each_interval_at_its_own_rate_and_interpolates_between_records(convergence, tmp_path):

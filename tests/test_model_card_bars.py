@@ -1,19 +1,15 @@
 """benchmarks/model_card.py's flagship bars: each card figure against its bar, met, short or not measured."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def model_card():
-    spec = importlib.util.spec_from_file_location("model_card", REPO / "benchmarks" / "model_card.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("model_card")
 
 
 def card(bpd=3.4, cons_u=0.80, cons_g=0.96, fd_u=14.0, fd_g=12.0, ratio=0.3, share=None) -> dict:

@@ -1,20 +1,16 @@
 """benchmarks/table3.py's verdicts: a difference counts only beyond the run-to-run spread; the docs show the JSON."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def table3():
-    spec = importlib.util.spec_from_file_location("table3", REPO / "benchmarks" / "table3.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("table3")
 
 
 def row(arm, seed, bpd, cons_u=0.8, fd_u=20.0, guidance=None):
