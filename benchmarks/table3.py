@@ -202,10 +202,9 @@ def print_table(rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the verdicts
-# (figure, its key in summarise(), +1 when higher is better, -1 when lower is, how it is printed)
-FIGURES = [("test bpd", "bpd", -1, ".3f", 1.0), ("consistency unguided", "cons_u", +1, ".1f", 100.0),
-           ("consistency guided", "cons_g", +1, ".1f", 100.0), ("FD unguided", "fd_u", -1, ".1f", 1.0),
-           ("FD guided", "fd_g", -1, ".1f", 1.0)]
+# (figure, its key in summarise(), +1 when higher is better, -1 when lower is)
+FIGURES = [("test bpd", "bpd", -1), ("consistency unguided", "cons_u", +1), ("consistency guided", "cons_g", +1),
+           ("FD unguided", "fd_u", -1), ("FD guided", "fd_g", -1)]
 # (the paper's claim, the arm it favours, the arm it is compared with); "ours" marks a comparison of our own
 CLAIMS = [("the split beats no dimension reduction (Table 3: ImageNet FID 61.17 → 49.29, no CFG)", "split", "none"),
           ("the split beats JetFormer's Z^R ~ N(0, I)", "split", "jetformer"),
@@ -247,13 +246,17 @@ def sampling_error(arm: dict, key: str) -> float:
     """The standard error of an arm's mean figure from its own finite samples: binomial for class
     consistency (n samples per seed), the test images' standard error for bits/dim; 0 for FD
     (no closed form; its spread comes from the seeds alone)."""
-    k = len(arm[key])
     if key in ("cons_u", "cons_g"):
-        p = statistics.mean(arm[key])
-        return math.sqrt(p * (1 - p) / sum(arm["samples"]))
+        return binomial_error(arm[key], sum(arm["samples"]))
     if key == "bpd":
-        return statistics.mean(arm["bpd_stderr"]) / math.sqrt(k)
+        return statistics.mean(arm["bpd_stderr"]) / math.sqrt(len(arm[key]))
     return 0.0
+
+
+def binomial_error(shares: list[float], n: int) -> float:
+    """Standard error of the mean of class-consistency shares measured on n samples in all."""
+    p = statistics.mean(shares)
+    return math.sqrt(p * (1 - p) / n)
 
 
 def verdicts(rows: list[dict], steps: int | None = None) -> list[dict]:
@@ -261,7 +264,7 @@ def verdicts(rows: list[dict], steps: int | None = None) -> list[dict]:
     steps = steps or max(r["steps"] for r in rows)
     summary = summarise([r for r in rows if r["steps"] == steps])
     out = []
-    for fig, key, sign, fmt, scale in FIGURES:
+    for fig, key, sign in FIGURES:
         spreads = [_spread(a[key]) for a in summary.values() if len(a[key]) > 1]
         noise = max(spreads) if spreads else None
         for claim, arm_a, arm_b in CLAIMS:
@@ -283,9 +286,8 @@ def verdicts(rows: list[dict], steps: int | None = None) -> list[dict]:
                 # the spread of guided figures: the larger of the two rules' half-ranges over the split seeds
                 noise = max([x for x in (_spread(a), _spread(b)) if x is not None], default=None)
                 n = sum(r["samples"] for r in guided)
-                floor = (lambda v: math.sqrt(statistics.mean(v) * (1 - statistics.mean(v)) / n)) \
-                    if field == "class_consistency" else (lambda v: 0.0)
-                c = compare(a, b, sign, noise, floor(a), floor(b))
+                floors = (binomial_error(a, n), binomial_error(b, n)) if field == "class_consistency" else (0.0, 0.0)
+                c = compare(a, b, sign, noise, *floors)
                 name = "exact" if rule == "resample_exact" else "Table 6"
                 out.append({"claim": f"resampling CFG ({name} weights) beats naive CFG at equal w",
                             "figure": f"{fig}, w = {w}", "a": rule, "b": "naive", "a_mean": statistics.mean(a),
