@@ -147,6 +147,23 @@ def save(model: Farmer, path: str | os.PathLike, *, weights: str = "raw", **meta
     return path
 
 
+def save_atomic(model: Farmer, path: str | os.PathLike, *, weights: str = "raw", **metadata: Any) -> Path:
+    """`save` into a temporary sibling folder, renamed to `path` when complete (replacing an older
+    checkpoint there): a run killed while writing leaves the old checkpoint or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save(model, tmp, weights=weights, **metadata)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def save_student(path: str | os.PathLike, student: nn.Module) -> Path:
     """Atomically write a distilled student's state dict to PATH/student.safetensors."""
     path = Path(path)

@@ -2,7 +2,8 @@
 
 A training run writes, under its output folder,
 
-    metrics.jsonl, loss_curve.png, checkpoints/ (step_*/ and latest), samples/
+    metrics.jsonl, loss_curve.png, checkpoints/ (step_*/ and latest), samples/,
+    curriculum_end/ (with a uniform tail)
 
 and nothing else. Before a run writes anything, `claim` decides from what is
 there and from how the run was started:
@@ -36,7 +37,8 @@ from . import checkpoint as ckpt
 if TYPE_CHECKING:  # pragma: no cover
     from .distributed import Dist
 
-RUN_FILES = ("metrics.jsonl", "loss_curve.png", "checkpoints", "samples")   # what a run writes under --out
+# what a run writes under --out
+RUN_FILES = ("metrics.jsonl", "loss_curve.png", "checkpoints", "samples", "curriculum_end")
 RESUME_MODES = (False, True, "auto")
 
 

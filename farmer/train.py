@@ -7,6 +7,7 @@
         skip the step if the loss or the gradient norm is not finite; abort after max_bad_steps in a row
         AdamW step at the warm-up + cosine learning rate, gradient clipping, EMA update
         every ckpt_every steps: an atomic checkpoint (EMA weights + training state), a loss-curve PNG
+        where a uniform_tail begins: the EMA weights as a plain checkpoint in OUT/curriculum_end/
 
 Determinism. Every random number of a step is derived from (seed, step):
 the data order from seed + epoch (a DistributedSampler), the noise from one
@@ -153,10 +154,20 @@ def noise_sigma(step: int, cfg: TrainConfig) -> float | None:
     """
     if cfg.noise == "uniform":
         return None
-    gaussian_steps = cfg.steps - int(round(cfg.uniform_tail * cfg.steps))
+    gaussian_steps = curriculum_steps(cfg)
     if step >= gaussian_steps:
         return None
     return cosine_sigma(step, gaussian_steps, cfg.sigma_max, cfg.sigma_min)
+
+
+def curriculum_steps(cfg: TrainConfig) -> int:
+    """How many steps the Gaussian curriculum lasts: all of them, less a `uniform_tail` (0 for noise="uniform")."""
+    if cfg.noise == "uniform":
+        return 0
+    return cfg.steps - int(round(cfg.uniform_tail * cfg.steps))
+
+
+CURRICULUM_END = "curriculum_end"   # OUT/curriculum_end/: the EMA weights where a uniform tail begins
 
 
 class _LossModule(nn.Module):
@@ -185,7 +196,9 @@ def train(model_cfg: FarmerConfig, cfg: TrainConfig, out_dir: str | os.PathLike 
     """Train a FARMER model; see the module docstring. Files written under out_dir (rank 0):
 
     metrics.jsonl (one JSON record per log_every steps), checkpoints/step_*/ and
-    checkpoints/latest, loss_curve.png, samples/step_*.png. A run folder belongs
+    checkpoints/latest, loss_curve.png, samples/step_*.png, and with a uniform_tail
+    curriculum_end/ (the EMA weights at the last Gaussian step, kept however
+    many checkpoints are pruned). A run folder belongs
     to one run (farmer/run_folder.py): resume=False refuses a folder that holds
     a run unless replace=True (which deletes that run's files first);
     resume=True continues out_dir's newest checkpoint and refuses a folder
@@ -370,6 +383,13 @@ def _train(model_cfg: FarmerConfig, cfg: TrainConfig, out: Path, dd: Dist, say: 
             grid_model = sharding.gather_model(ema, dd.main) if cfg.fsdp else ema      # collective when sharded
             if dd.main:
                 _sample_grid(grid_model, cfg, out / "samples" / f"step_{done:08d}.png", say)
+        if checkpoints and done == curriculum_steps(cfg) < cfg.steps:
+            # the same run's model before its tail: the tail's effect is then measured on one run
+            end_model = sharding.gather_model(ema, dd.main) if cfg.fsdp else ema      # collective when sharded
+            if dd.main:
+                ckpt.save_atomic(end_model, out / CURRICULUM_END, weights="ema", step=done, train=cfg.to_dict(),
+                                 data=getattr(data, "name", None), metrics=record)
+                say(f"curriculum ends at step {done}: its EMA weights -> {out / CURRICULUM_END}")
         if checkpoints and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps):
             state = {"bad_steps": bad_total, "train": cfg.to_dict(), "bad_files": dict(bad_files)}
             meta = dict(train=cfg.to_dict(), data=getattr(data, "name", None), metrics=record)

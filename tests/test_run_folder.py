@@ -86,7 +86,7 @@ def test_what_counts_as_a_run(tmp_path):
     with pytest.raises(ValueError, match="already holds a run's files"):
         claim(tmp_path)
     assert claim(tmp_path, resume="auto") is None                        # auto restarts that same run
-    assert set(RUN_FILES) == {"metrics.jsonl", "loss_curve.png", "checkpoints", "samples"}
+    assert set(RUN_FILES) == {"metrics.jsonl", "loss_curve.png", "checkpoints", "samples", "curriculum_end"}
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         claim(tmp_path / "file")

@@ -90,6 +90,30 @@ def test_sample_grid_with_fixed_labels(tmp_path, data):
         assert im.size == (10 * 9 + 1, 9 + 1)
 
 
+def test_a_uniform_tail_keeps_the_ema_where_the_curriculum_ends(tmp_path, data):
+    cfg = tcfg(steps=10, ckpt_every=1, keep_checkpoints=20, noise="gaussian", uniform_tail=0.3)
+    tr.train(TINY, cfg, tmp_path / "all", dataset=data, progress=False, log=quiet)
+    end = tmp_path / "all" / tr.CURRICULUM_END
+    meta = json.loads((end / "config.json").read_text())
+    assert meta["step"] == tr.curriculum_steps(cfg) == 7 and meta["weights"] == "ema"
+    assert tr.noise_sigma(6, cfg) is not None and tr.noise_sigma(7, cfg) is None   # the last Gaussian step was 6
+    kept = load_file(end / "model.safetensors")
+    step7 = load_file(tmp_path / "all" / "checkpoints" / "step_00000007" / "model.safetensors")
+    last = load_file(tmp_path / "all" / "checkpoints" / "step_00000010" / "model.safetensors")
+    assert kept.keys() == step7.keys() and all(torch.equal(kept[k], step7[k]) for k in kept)
+    assert not all(torch.equal(kept[k], last[k]) for k in kept)          # the tail moved the EMA on
+    # the same run keeping one checkpoint: step 7's is pruned, the curriculum's end is not
+    tr.train(TINY, cfg.replace(keep_checkpoints=1), tmp_path / "one", dataset=data, progress=False, log=quiet)
+    assert sorted(p.name for p in (tmp_path / "one" / "checkpoints").iterdir()) == ["latest", "step_00000010"]
+    again = load_file(tmp_path / "one" / tr.CURRICULUM_END / "model.safetensors")
+    assert all(torch.equal(kept[k], again[k]) for k in kept)
+    assert farmer.load(tmp_path / "one" / tr.CURRICULUM_END).cfg == TINY
+    # a run without a tail writes none; --replace clears the old run's
+    tr.train(TINY, cfg.replace(uniform_tail=0.0), tmp_path / "one", replace=True, dataset=data, progress=False,
+             log=quiet)
+    assert not (tmp_path / "one" / tr.CURRICULUM_END).exists()
+
+
 def _nan_after(monkeypatch, bad: set[int] | int):
     """Make Farmer.loss return NaN on the given calls (a set) or from call `bad` onwards (an int)."""
     orig, calls = farmer.Farmer.loss, {"n": 0}
