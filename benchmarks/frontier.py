@@ -49,7 +49,7 @@ from farmer.checkpoint import read_config, resolve  # noqa: E402
 from farmer.data import load_fashion_mnist  # noqa: E402
 from farmer.likelihood import evaluate_split  # noqa: E402
 from farmer.quality import load_classifier, predict  # noqa: E402
-from table3 import GUIDED, quality  # noqa: E402  (one protocol for both studies)
+from table3 import GUIDED, quality, write_block  # noqa: E402  (one protocol, one block writer)
 
 DEFAULT_CHECKPOINTS = ("checkpoints/fmnist", "checkpoints/fmnist-likelihood")
 BLOCK = ("<!-- frontier:start -->", "<!-- frontier:end -->")
@@ -186,11 +186,7 @@ def main() -> int:
     if args.write:
         points = all_points(stored)
         doc = HERE.parent / "docs" / "studies.md"
-        text = doc.read_text()
-        if BLOCK[0] not in text:
-            raise SystemExit(f"{doc}: no {BLOCK[0]} marker to write the table between")
-        head, rest = text.split(BLOCK[0], 1)
-        doc.write_text(f"{head}{BLOCK[0]}\n{block(points)}\n{BLOCK[1]}{rest.split(BLOCK[1], 1)[1]}")
+        write_block(doc, points, block, markers=BLOCK)
         plot(points, HERE / "frontier.png")
         print(f"wrote the frontier block of {doc} and {HERE / 'frontier.png'}")
         return 0

@@ -357,18 +357,19 @@ def readme_block(rows: list[dict]) -> str:
 TARGETS = {"docs/studies.md": block, "README.md": readme_block}
 
 
-def current_block(text: str) -> str | None:
-    if BLOCK[0] not in text:
+def current_block(text: str, markers: tuple[str, str] = BLOCK) -> str | None:
+    if markers[0] not in text:
         return None
-    return text.split(BLOCK[0], 1)[1].split(BLOCK[1], 1)[0].strip("\n")
+    return text.split(markers[0], 1)[1].split(markers[1], 1)[0].strip("\n")
 
 
-def write_block(path: Path, rows: list[dict], make=block) -> None:
+def write_block(path: Path, rows: list[dict], make=block, markers: tuple[str, str] = BLOCK) -> None:
+    """Replace what lies between `markers` in the file at `path` with make(rows)."""
     text = path.read_text()
-    if BLOCK[0] not in text:
-        raise SystemExit(f"{path}: no {BLOCK[0]} marker to write the table between")
-    head, rest = text.split(BLOCK[0], 1)
-    path.write_text(f"{head}{BLOCK[0]}\n{make(rows)}\n{BLOCK[1]}{rest.split(BLOCK[1], 1)[1]}")
+    if markers[0] not in text:
+        raise SystemExit(f"{path}: no {markers[0]} marker to write the table between")
+    head, rest = text.split(markers[0], 1)
+    path.write_text(f"{head}{markers[0]}\n{make(rows)}\n{markers[1]}{rest.split(markers[1], 1)[1]}")
 
 
 def arm_recipe(arm: str, seed: int, steps: int):
