@@ -125,7 +125,8 @@ def run_one(arm: str, seed: int, args, test, classifier, reference) -> dict:
     print(f"[{arm} seed {seed}] {args.steps} steps of batch {tcfg.batch_size} on {args.threads} thread(s)"
           f"{' (resuming)' if resume else ''} -> {run_dir}", flush=True)
     t0 = time.time()
-    result = train(mcfg, tcfg, run_dir, resume=resume, progress=False, log=lambda s: None)
+    # a run killed before its first checkpoint left only a metrics log: nothing to resume, so it is replaced
+    result = train(mcfg, tcfg, run_dir, resume=resume, replace=not resume, progress=False, log=lambda s: None)
     wall = time.time() - t0
     train_s = trainer_clock(run_dir / "metrics.jsonl", tcfg.batch_size)(args.steps)
     figures = score(result.ema.eval(), arm, args, test, classifier, reference)

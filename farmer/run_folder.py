@@ -95,7 +95,8 @@ def claim_for_ranks(out: Path, resume: bool | str, replace: bool, dd: "Dist") ->
     """`claim` on rank 0, before any rank writes; every rank gets the verdict (a collective).
 
     Returns the checkpoint to resume from (None: a fresh start). A refusal is a
-    ValueError on every rank: rank 0's names the folder and the flags."""
+    ValueError on every rank carrying rank 0's message (the folder and the flags):
+    torchrun may stop the job on whichever rank fails first, so each must say why."""
     error: ValueError | None = None
     last = None
     if dd.main:
@@ -104,11 +105,11 @@ def claim_for_ranks(out: Path, resume: bool | str, replace: bool, dd: "Dist") ->
         except ValueError as e:
             error = e
     if dd.world > 1:                                                    # rank 0's verdict, to every rank
-        flag = torch.tensor([float(error is not None)], device=dd.device)
-        dist.all_reduce(flag)
+        verdict = [None if error is None else str(error)]
+        dist.broadcast_object_list(verdict, src=0, device=dd.device)
         if not dd.main:
-            if flag.item():
-                raise ValueError(f"rank 0 refused the run folder {out} (its message says why)")
+            if verdict[0] is not None:
+                raise ValueError(verdict[0])
             last = ckpt.latest_checkpoint(out) if resume else None
     if error is not None:
         raise error

@@ -62,16 +62,26 @@ def choose(page, elem_id: str, option: str) -> None:
 
 
 def set_number(page, elem_id: str, value: float) -> None:
-    """Type `value` into the number box #elem_id, as a user would."""
+    """Type `value` into the number box #elem_id, as a user would, and wait until the box holds it."""
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
     box.press("Tab")
+    page.wait_for_function("([s, v]) => { const b = document.querySelector(s); return b !== null && "
+                           "b.value !== '' && Number(b.value) === v; }",
+                           arg=[f"#{elem_id} input[type=number]", float(value)])
 
 
 def refused(page, message: str) -> None:
-    """Wait for an error toast holding `message`."""
-    page.wait_for_function("m => [...document.querySelectorAll('.toast-body.error .toast-message-text')]"
-                           ".some(t => t.innerText.includes(m))", arg=message)
+    """Wait for an error toast holding `message`; on a timeout, say which messages were on screen instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    try:
+        page.wait_for_function("m => [...document.querySelectorAll('.toast-body.error .toast-message-text')]"
+                               ".some(t => t.innerText.includes(m))", arg=message)
+    except PlaywrightTimeout:
+        shown = page.eval_on_selector_all(".toast-body .toast-message-text", "ts => ts.map(t => t.innerText)")
+        page.screenshot(path=str(SHOTS / "refused-timeout.png"), full_page=True)
+        raise AssertionError(f"no error toast saying {message!r}; toasts on screen: {shown!r} "
+                             f"(page at {SHOTS / 'refused-timeout.png'})") from None
 
 
 def error_toasts(page) -> int:
@@ -265,6 +275,8 @@ def test_a_failed_upload_clears_the_previous_results(page, tmp_path):
     page.wait_for_function("() => (document.querySelector('#b-summary')?.innerText ?? '').trim() === ''")   # stale: gone
     page.click("#score-b")
     page.wait_for_selector("text=not an image")                               # the error toast
+    # the toast can arrive before the status tracker ("0.1s") leaves the summary: wait for it to go
+    page.wait_for_function("() => (document.querySelector('#b-summary')?.innerText ?? 'x').trim() === ''")
     assert text(page, "#b-summary") == "" and text(page, "#compare-summary") == ""
     page.click("#b-source input[value='test image']")                          # B: test image 1 again
 
