@@ -29,7 +29,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
