@@ -15,8 +15,8 @@ diagonal exp(−a), and
 We keep the −a_ij terms separately (B, N, d): each belongs to one dimension
 of the flow's input token, which is what the per-pixel likelihood maps of
 §1.6 are built from. Without input mixing that dimension is a pixel. With
-channel mixing in front of the flow (mixing_position "input", as in the
-shipped model) it is a coefficient of the patch in the basis M (e.g. DCT), and
+channel mixing in front of the flow (mixing_position "input"; the shipped
+model mixes at the split instead, so its terms stay on pixels) it is a coefficient of the patch in the basis M (e.g. DCT), and
 Farmer.spread_to_pixels spreads each term over the patch's pixels by M[j,k]².
 
 Between blocks the token order alternates (identity, reversed, identity, …).
