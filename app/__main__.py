@@ -12,7 +12,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", action="append", default=None, metavar="PATH",
                    help="checkpoint folder (config.json + model.safetensors) or a `farmer train` run folder; "
                         "repeat it to load several (each tab has a model menu). Default: every shipped model, "
-                        "the folders of checkpoints/ with a card.json (fmnist and fmnist-likelihood)")
+                        "the folders of checkpoints/ with a card.json (today one: fmnist)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind; 0.0.0.0 exposes the app to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")

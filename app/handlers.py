@@ -110,7 +110,7 @@ _TEST_SETS: dict[tuple, Any] = {}           # (data, split config, folder) -> th
 
 
 class Workbench(ImagePicking, AnalysisHandlers):
-    """One model (loaded once) and the handlers. `checkpoint` defaults to the shipped sample model;
+    """One model (loaded once) and the handlers. `checkpoint` defaults to the shipped model;
     `app.models.Shelf` holds several and gives each `name` (the folder name)."""
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", max_batch: int = 16,

@@ -407,8 +407,10 @@ def test_main_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
         main(["--checkpoint", str(tmp_path / "nowhere")])
 
 
-def test_the_header_says_which_shipped_model_is_loaded(wb):
+def test_the_header_says_which_shipped_model_is_loaded(wb, tmp_path):
     from app.ui import header
-    assert "the shipped model" in header(wb)                                   # the sample model's card title
-    likelihood = Workbench(REPO / "checkpoints" / "fmnist-likelihood", max_batch=2)
-    assert "the likelihood model" in header(likelihood) and "sample" not in likelihood.card_title
+    assert "the flagship model" in header(wb)                                  # the card's title
+    for name in ("config.json", "model.safetensors"):                          # the same weights, no card
+        (tmp_path / name).symlink_to(REPO / "checkpoints" / "fmnist" / name)
+    bare = Workbench(tmp_path, max_batch=2)
+    assert bare.card_title == "" and "flagship" not in header(bare)

@@ -1,10 +1,11 @@
 """The app in a real browser: Playwright driving Debian's chromium (headless, never a downloaded one).
 
-One server (both shipped models) for the module. Opens the page; on the Sample tab sees an ignored
+One server (`python -m app` as `make app` runs it: the shipped model) for the module, and a second one
+for the model switch. Opens the page; on the Sample tab sees an ignored
 setting flagged and greyed out, typed out-of-range values refused by name (not clamped) and the toasts
 closed by the next success, samples a batch of 16 and sees all 16 in the grid and in every frame of the
 progressive view (captions under, not over, the frames), the model named and the complete settings JSON
-with its `farmer sample` command; on the Likelihood tab (opening on the likelihood model, per-pixel map)
+with its `farmer sample` command; on the Likelihood tab (opening on the shipped model, per-pixel map)
 uploads an image and sees the heatmap (hovering shows a value), sees a failed upload clear the old
 results, compares A and B (one colour scale per map kind, the difference map below the two sides),
 changes A and sees the comparison and A's Classify result cleared, switches the model and sees the map
@@ -12,6 +13,7 @@ become per patch; classifies; runs the Channels tab's four cases and checks each
 the summary's settings; interpolates at 16 points with every image whole. Screenshots of each step go to
 runs/app-screenshots/ (CI artifacts); the readme-*.png ones are docs/app.md's (copied to docs/screenshots/).
 """
+import json
 import re
 import shutil
 import tempfile
@@ -27,6 +29,19 @@ from _app_server import REPO, app_process, tiny_png
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "runs" / "app-screenshots"
 MAX_BATCH = 16                    # this test's own server: a full batch of 16 must be visible
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory) -> Path:
+    """The flagship's weights with the DCT moved to the input (the mixing has no weights): a second model
+    whose map is per patch, with no card, so no tab opens on it."""
+    folder = tmp_path_factory.mktemp("models") / "dct-at-input"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(REPO / "checkpoints" / "fmnist" / "model.safetensors")
+    config = json.loads((REPO / "checkpoints" / "fmnist" / "config.json").read_text())
+    config["model"]["mixing_position"] = "input"
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -239,14 +254,14 @@ def test_upload_on_the_likelihood_tab_shows_the_heatmap(page, tmp_path):
     png = tiny_png(tmp_path / "upload.png", (64, 48))
     page.get_by_role("tab", name="Likelihood").click()
     note = text(page, "#likelihood-model-note")
-    assert "fmnist-likelihood" in note and "per pixel" in note                 # the likelihood model by default
+    assert "fmnist" in note and "per pixel" in note                            # the shipped model by default
     page.set_input_files("#a-upload input[type=file]", str(png))
     page.wait_for_function("() => document.querySelector('#a-source input[value=\"upload\"]').checked")
     page.click("#score-a")
     page.wait_for_selector("#a-heatmap .js-plotly-plot .hm")                  # the heatmap trace is drawn
     summary = page.inner_text("#a-summary")
     assert "bits/dim" in summary and "Converted" in summary and "64×48" in summary
-    assert "Model fmnist-likelihood" in summary and "Map per pixel" in summary and "OOD" in summary
+    assert "Model fmnist" in summary and "Map per pixel" in summary and "OOD" in summary
     assert "**" not in summary and "density can exceed" not in summary       # the note is once, at the top
     loaded(page, "#a-image img")
     drag = page.wait_for_selector("#a-heatmap .nsewdrag")                      # plotly's mouse layer
@@ -291,7 +306,7 @@ def test_compare_shares_scales_below_the_two_sides(page):
     a, b = (number(r"([0-9.]+) bits/dim", page.inner_text(f"#{k}-summary")) for k in ("a", "b"))
     line = page.inner_text("#compare-summary")
     assert number(r"B - A = ([+\-0-9.]+) bits/dim", line.replace("−", "-")) == pytest.approx(b - a, abs=2e-3)
-    assert "Model fmnist-likelihood" in line and "test image #0" in line and "test image #1" in line
+    assert "Model fmnist" in line and "test image #0" in line and "test image #1" in line
     for kind in ("heatmap", "tokens"):                                         # one scale per kind of map
         (ta,), (tb,) = plot_data(page, f"#a-{kind}"), plot_data(page, f"#b-{kind}")
         assert (ta["zmin"], ta["zmax"]) == (tb["zmin"], tb["zmax"])
@@ -320,7 +335,7 @@ def test_classify_panel_shows_p_y_given_x_as_bars(page):
                                ".includes('p(y|x)')", arg=key)
     summary = page.inner_text("#b-classify-summary")
     assert "test image #1" in summary and ("right" in summary or "wrong" in summary)
-    assert "Model fmnist-likelihood" in summary
+    assert "Model fmnist" in summary
     page.locator("#b-classify").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "03b-classify.png"), full_page=True)
 
@@ -349,18 +364,32 @@ def test_changing_a_after_a_compare_leaves_nothing_about_the_old_a(page):
     set_number(page, "a-test-index", 0)
 
 
-def test_the_model_switch_changes_the_map_statement_and_clears_the_results(page):
+def test_the_model_switch_changes_the_map_statement_and_clears_the_results(page, variant):
+    """A second server with two models, the shipped one and `variant` (per-patch map, no card), in a
+    second tab of the module's browser."""
+    with app_process(Path(tempfile.mkdtemp(prefix="farmer-browser-")), "--checkpoint",
+                     str(REPO / "checkpoints" / "fmnist"), "--checkpoint", str(variant)) as url:
+        two = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+        two.set_default_timeout(90_000)
+        try:
+            two.goto(url, wait_until="networkidle")
+            switch_models(two)
+        finally:
+            two.close()
+
+
+def switch_models(page):
     page.get_by_role("tab", name="Likelihood").click()
     page.click("#score-a")
-    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').includes('Model fmnist-likelihood')")
-    choose(page, "likelihood-model", "fmnist")
+    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').includes('Model fmnist (')")
+    choose(page, "likelihood-model", "dct-at-input")
     page.wait_for_function("() => (document.querySelector('#likelihood-model-note')?.innerText ?? '').includes('per patch')")
     page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').trim() === ''")
     page.click("#score-a")
-    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').includes('Model fmnist (')")
+    page.wait_for_function("() => (document.querySelector('#a-summary')?.innerText ?? '').includes('Model dct-at-input')")
     summary = text(page, "#a-summary")
     assert "Map per patch" in summary and "spread over patches" in page.inner_text("#a-heatmap")
-    choose(page, "likelihood-model", "fmnist-likelihood")
+    choose(page, "likelihood-model", "fmnist")
     page.wait_for_function("() => (document.querySelector('#likelihood-model-note')?.innerText ?? '').includes('per pixel')")
 
 

@@ -1,6 +1,7 @@
 """The app with several models: which view opens on which, what each map is, the command that redraws
 a grid, refusals that name the control, the OOD caution, and no folder left behind (handlers, no browser)."""
 import dataclasses
+import json
 import os
 import shlex
 import subprocess
@@ -21,7 +22,7 @@ from app import Shelf, Workbench, render                                      # 
 from app.models import is_per_patch, map_kind, shipped_checkpoints
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SAMPLE_MODEL, LIKELIHOOD_MODEL = REPO / "checkpoints" / "fmnist", REPO / "checkpoints" / "fmnist-likelihood"
+SHIPPED = REPO / "checkpoints" / "fmnist"
 
 
 @pytest.fixture(scope="module")
@@ -29,39 +30,56 @@ def shelf():
     return Shelf.load(max_batch=8)
 
 
-def test_the_shipped_models_are_loaded_and_each_view_opens_on_the_right_one(shelf):
-    assert {SAMPLE_MODEL, LIKELIHOOD_MODEL} <= set(shipped_checkpoints())
-    assert "fmnist-classifier" not in shelf.names and "fmnist-likelihood-run" not in shelf.names
-    assert shelf.defaults == {"sample": "fmnist", "channels": "fmnist", "interpolate": "fmnist",
-                              "likelihood": "fmnist-likelihood"}                # from the cards, not the names
-    assert "bits/dim" in shelf.why_default("likelihood") and "FD" in shelf.why_default("sample")
-    one = Shelf.load([LIKELIHOOD_MODEL], max_batch=2)                          # --checkpoint X: X everywhere
-    assert one.names == ["fmnist-likelihood"] and set(one.defaults.values()) == {"fmnist-likelihood"}
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """The shipped model loaded after a second folder with its weights whose card holds only a lower
+    bits/dim: which view opens on which must follow the cards, not the folder names or their order."""
+    other = tmp_path_factory.mktemp("models") / "a-likelihood-card"
+    other.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (other / name).symlink_to(SHIPPED / name)
+    bpd = json.loads((SHIPPED / "card.json").read_text())["bpd_test_k1"]
+    (other / "card.json").write_text(json.dumps({"bpd_test_k1": dict(bpd, bpd=bpd["bpd"] - 0.1)}))
+    return Shelf.load([other, SHIPPED], max_batch=2)
+
+
+def test_the_shipped_model_is_loaded_and_serves_every_view(shelf):
+    assert SHIPPED in set(shipped_checkpoints())
+    assert shelf.names == ["fmnist"] and set(shelf.defaults.values()) == {"fmnist"}   # no run folders
+    assert shelf.why_default("likelihood") == "the only model loaded (`fmnist`)"
     with pytest.raises(gr.Error, match="model must be one of"):
-        shelf["fmnist-flagship"]
+        shelf["fmnist-likelihood"]
+
+
+def test_with_several_models_each_view_opens_on_the_one_its_card_suits(pair):
+    assert pair.names == ["a-likelihood-card", "fmnist"]
+    assert pair.defaults == {"sample": "fmnist", "channels": "fmnist", "interpolate": "fmnist",
+                             "likelihood": "a-likelihood-card"}                 # from the cards
+    assert "bits/dim" in pair.why_default("likelihood") and "FD" in pair.why_default("sample")
+    _, summary, *_, numbers = pair["a-likelihood-card"].likelihood("model sample", sample_class="Bag", sample_seed=1)
+    assert "Model `a-likelihood-card`" in summary and numbers["model"] == "a-likelihood-card"
 
 
 def test_per_pixel_or_per_patch_comes_from_the_mixing_position(shelf):
-    sample, likelihood = shelf["fmnist"].cfg, shelf["fmnist-likelihood"].cfg
-    assert is_per_patch(sample) and map_kind(sample).startswith("per patch")   # DCT at the input
-    assert not is_per_patch(likelihood) and map_kind(likelihood).startswith("per pixel")   # no mixing
-    at_split = dataclasses.replace(sample, mixing_position="split")           # a flagship-style model
-    assert not is_per_patch(at_split) and "at the split" in map_kind(at_split)
+    flagship = shelf["fmnist"].cfg
+    assert not is_per_patch(flagship) and "at the split" in map_kind(flagship)   # DCT at the split
+    at_input = dataclasses.replace(flagship, mixing_position="input")
+    assert is_per_patch(at_input) and map_kind(at_input).startswith("per patch")
+    plain = dataclasses.replace(flagship, channel_mixing="none")
+    assert not is_per_patch(plain) and map_kind(plain).startswith("per pixel: no channel mixing")
 
 
 def test_each_view_names_its_model_and_the_likelihood_view_its_map(shelf):
-    lik, smp = shelf["fmnist-likelihood"], shelf["fmnist"]
-    _, summary, heat, *_, numbers = lik.likelihood("model sample", sample_class="Bag", sample_seed=1)
-    assert "Model `fmnist-likelihood`" in summary and "**Map per pixel" in summary
-    assert numbers["model"] == "fmnist-likelihood" and "fmnist-likelihood" in heat.layout.title.text
+    wb = shelf["fmnist"]
+    _, summary, heat, *_, numbers = wb.likelihood("model sample", sample_class="Bag", sample_seed=1)
+    assert "Model `fmnist`" in summary and "**Map per pixel" in summary
+    assert numbers["model"] == "fmnist" and "fmnist" in heat.layout.title.text
+    assert "spread over patches" not in heat.layout.title.text
     assert "scores *worse* than a test image" in summary                       # point 10, where samples are scored
-    _, summary, heat, *_ = smp.likelihood("model sample", sample_class="Bag", sample_seed=1)
-    assert "Model `fmnist`" in summary and "**Map per patch" in summary and "spread over patches" in \
-        heat.layout.title.text
-    assert "Model `fmnist-likelihood`" in lik.classify("model sample", sample_class="Bag")[1]
-    gallery, summary, *_ = smp.channels("model sample", draws=1)
+    assert "Model `fmnist`" in wb.classify("model sample", sample_class="Bag")[1]
+    gallery, summary, *_ = wb.channels("model sample", draws=1)
     assert "Model `fmnist`" in summary
-    assert "Model `fmnist`" in smp.interpolate("model sample", b_source="model sample", b_sample_seed=1, steps=3)[4]
+    assert "Model `fmnist`" in wb.interpolate("model sample", b_source="model sample", b_sample_seed=1, steps=3)[4]
 
 
 def test_the_channels_summary_describes_the_settings_in_use(shelf):
@@ -113,9 +131,9 @@ def test_out_of_range_values_are_refused_with_the_control_and_its_range(shelf, c
 
 
 def test_out_of_distribution_images_get_a_caution_with_the_reason(shelf, tmp_path):
-    need_or_skip(shelf["fmnist-likelihood"].test is not None, f"the OOD reference needs Fashion-MNIST: "
+    need_or_skip(shelf["fmnist"].test is not None, f"the OOD reference needs Fashion-MNIST: "
                                                               f"{HOW_TO_GET_FMNIST}")
-    wb = shelf["fmnist-likelihood"]
+    wb = shelf["fmnist"]
     shape = ood.shape_images(1, seed=3)[0, 0].numpy()                         # AUROC 1.0 in benchmarks/ood.json
     Image.fromarray(shape).save(tmp_path / "shape.png")
     _, summary, *_, numbers = wb.likelihood("upload", upload=str(tmp_path / "shape.png"))
@@ -145,7 +163,7 @@ def tempfile_prefix() -> str:
 def test_no_frames_folder_until_a_sample_is_drawn():
     import app.handlers as handlers
     before = dict(handlers._FRAMES)
-    Workbench(SAMPLE_MODEL, max_batch=1)
+    Workbench(SHIPPED, max_batch=1)
     assert handlers._FRAMES == before                                          # a start makes no folder
 
 

@@ -87,12 +87,12 @@ def test_sample(client):
 
 @pytest.mark.parametrize("model", [None, "fmnist"])
 def test_likelihood_of_a_test_image(client, model):
-    """Without a model the endpoint scores with the Likelihood view's default, the likelihood model."""
+    """Without a model the endpoint scores with the Likelihood view's default, the one shipped model."""
     need_or_skip(have_data(), f"the test-image source needs Fashion-MNIST: {HOW_TO_GET_FMNIST}")
     chosen = {} if model is None else {"model": model}
     out = client.predict(**(PICK | dict(test_index=7) | chosen), api_name="/likelihood")
     numbers = out[6]
-    assert numbers["model"] == (model or "fmnist-likelihood")
+    assert numbers["model"] == (model or "fmnist")
     x, y = farmer.data.load_fashion_mnist("test", download=False).get_batch([7])
     ref = farmer.load(REPO / "checkpoints" / numbers["model"]).nll(x, y, seed=0)
     assert math.isfinite(numbers["bits_per_dim"])

@@ -36,7 +36,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 _NUM = r"\d+(?:\.\d+)?"
 CITE_AFTER = re.compile(rf"DESIGN(?:\.md)?\s*§?\s*({_NUM})((?:\s*(?:[–-]|,|and)\s*§?\s*{_NUM}(?![\d.]))*)")
 CITE_BEFORE = re.compile(rf"§\s*({_NUM}) of DESIGN")
-CITED_IN = ["farmer", "app", "benchmarks", "tests", "notebooks", "checkpoints/fmnist", "checkpoints/fmnist-likelihood",
+CITED_IN = ["farmer", "app", "benchmarks", "tests", "notebooks", "checkpoints/fmnist",
             "checkpoints/fmnist-classifier", "docs", "README.md", "Makefile", "mkdocs.yml", "pyproject.toml"]
 
 
@@ -129,7 +129,7 @@ def test_the_site_builds_strictly_with_every_page():
     site = built_site()
     for page in ["index.html", "design.html", "app.html", "cli.html", "training.html", "figures.html",
                  "studies.html", "reliability.html", "models.html", "api.html", "notebooks/index.html",
-                 "checkpoints/fmnist/index.html", "checkpoints/fmnist-likelihood/index.html"]:
+                 "checkpoints/fmnist/index.html"]:
         assert (site / page).exists(), f"the site has no {page}"
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("0*.ipynb"))
     assert len(notebooks) == 6

@@ -1,14 +1,13 @@
-"""One source for the shipped models' figures: their card.json files.
+"""One source for the shipped model's figures: its card.json.
 
 - The README's and docs/models.md's figure table is what docs/card_table.py makes of the cards.
 - Nowhere in the README, the docs pages, the notebooks' README or the cards' READMEs does a statement
   about a shipped model give it a figure that its card does not hold.
 
 A "statement" is a sentence, a list item or a table row (with its table's header). It is about a
-shipped model when it names it: `checkpoints/fmnist` or "the sample model" / "the shipped model" for
-the sample model, `checkpoints/fmnist-likelihood` or "the likelihood model" for the likelihood model.
+shipped model when it names it: `checkpoints/fmnist`, "the flagship model" or "the shipped model".
 Every decimal number in it (bits/dim, percentages, FD, ratios, seconds, settings) must then round from
-a number in that model's card at the precision written, e.g. 3.222 from 3.2222197…, 95.6% from
+a number in its card at the precision written, e.g. 3.222 from 3.2222197…, 95.6% from
 0.95609…. Left out, as figures of something else: code spans, bounds and targets (≤ 3.60, ≥ 90%),
 and statements about another measurement of the model — another training step ("at step 9,500"),
 another sample count ("1,000 samples"), another test subset ("the first 2,000 test images"), pairs of
@@ -26,11 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
 import card_table  # noqa: E402  (docs/card_table.py)
 
-SAMPLE, LIKELIHOOD = "checkpoints/fmnist", "checkpoints/fmnist-likelihood"
-NAMES = {
-    LIKELIHOOD: [r"checkpoints/fmnist-likelihood(?![-\w])", r"(?i)\blikelihood model\b"],
-    SAMPLE: [r"checkpoints/fmnist(?![-\w])", r"(?i)\bsample model\b", r"(?i)\bshipped (?:sample )?model\b"],
-}
+MODEL = card_table.MODEL
+NAMES = {MODEL: [r"checkpoints/fmnist(?![-\w])", r"(?i)\bflagship model\b", r"(?i)\bshipped model\b"]}
 HISTORICAL = re.compile(r"(?i)since replaced|superseded|earlier version")
 NUMBER = re.compile(r"(?<![\w.])[−-]?\d+\.\d+(?:e[−-]?\d+)?")
 
@@ -162,16 +158,33 @@ def test_no_page_gives_a_shipped_model_a_figure_its_card_does_not_hold():
     assert not problems, "figures that differ from the cards:\n" + "\n".join(problems)
 
 
+def absent(x: float, decimals: int) -> str:
+    """A figure near x, written with `decimals` decimals, that no number in the card rounds to."""
+    values = CARDS[MODEL]["values"]
+    for k in range(1, 200):
+        text = f"{x + 0.37 * k:.{decimals}f}"
+        if not _matches(text, values):
+            return text
+    raise AssertionError("every nearby figure is in the card")
+
+
 def test_the_check_finds_a_wrong_figure_and_passes_the_right_ones():
-    wrong = ("| `checkpoints/fmnist-likelihood/` | the shipped Fashion-MNIST likelihood model "
-             "(3.43 test bits/dim) with its card |")
-    assert [n for n, _ in wrong_figures(wrong, CARDS)] == ["3.43"]
-    right = "The likelihood model scores 3.222 test bits/dim single-sample, 3.202 with K = 8 and 3.241 unconditionally."
+    c = card_table.card()
+    bpd, k8, null = (c[k]["bpd"] for k in ("bpd_test_k1", "bpd_test_k8", "bpd_test_null_k1"))
+    off = absent(bpd, 2)
+    wrong = f"| `checkpoints/fmnist/` | the shipped model ({off} test bits/dim) with its card |"
+    assert [n for n, _ in wrong_figures(wrong, CARDS)] == [off]
+    right = f"The flagship model scores {bpd:.3f} test bits/dim single-sample, {k8:.3f} with K = 8 and {null:.3f} unconditionally."
     assert wrong_figures(right, CARDS) == []
-    guided = "The sample model reaches 95.6% class consistency at FD 9.70 guided, 83.3% / 15.3 unguided."
+    g, u = c["quality_guided"], c["quality_unguided"]
+    stated = f"{100 * g['class_consistency']:.1f}"
+    guided = (f"The shipped model reaches {stated}% class consistency at FD {g['fd']:.2f} "
+              f"guided, {100 * u['class_consistency']:.1f}% / {u['fd']:.1f} unguided.")
     assert wrong_figures(guided, CARDS) == []
-    assert [n for n, _ in wrong_figures(guided.replace("95.6%", "94.6%"), CARDS)] == ["94.6"]
-    assert [n for n, _ in wrong_figures("The sample model's Fig. 7 ratio is 0.25.", CARDS)] == ["0.25"]
+    off = absent(100 * g["class_consistency"], 1)
+    assert [n for n, _ in wrong_figures(guided.replace(stated + "%", off + "%"), CARDS)] == [off]
+    off = absent(c["fig7"]["ratio"], 2)
+    assert [n for n, _ in wrong_figures(f"The flagship model's Fig. 7 ratio is {off}.", CARDS)] == [off]
     # another measurement of the model is not its card figure
-    assert wrong_figures("The likelihood model scored 3.430 at step 9,500.", CARDS) == []
-    assert wrong_figures("On the sample model at w = 2, FD is 20.8 (1,000 samples).", CARDS) == []
+    assert wrong_figures(f"The flagship model scored {off} at step 9,500.", CARDS) == []
+    assert wrong_figures(f"On the flagship model at w = 2, FD is {off} (1,000 samples).", CARDS) == []
