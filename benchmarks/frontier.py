@@ -51,7 +51,7 @@ from farmer.likelihood import evaluate_split  # noqa: E402
 from farmer.quality import load_classifier, predict  # noqa: E402
 from table3 import GUIDED, quality, write_block  # noqa: E402  (one protocol, one block writer)
 
-DEFAULT_CHECKPOINTS = ("checkpoints/fmnist", "checkpoints/fmnist-likelihood")
+DEFAULT_CHECKPOINTS = ("checkpoints/fmnist",)
 BLOCK = ("<!-- frontier:start -->", "<!-- frontier:end -->")
 FD_COLUMNS = (("fd_unguided", "FD unguided"), ("fd_guided", "FD guided"))
 

@@ -66,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="guidance rules: resampling with exact weights (the default), with Table 6's, "
                         "with balance-heuristic weights, naive")
     p.add_argument("--fresh", action="store_true", help="ignore results already in --out")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out without sampling")
     return p.parse_args(argv)
 
 
@@ -151,10 +152,10 @@ def plot(report: dict, path: Path, candidates_w: float) -> None:
                   key=lambda r: r["candidates"])
     sweep = len(cand) > 1                                           # a candidate sweep was run
     fig, axes = plt.subplots(1, 3 if sweep else 2, figsize=(13 if sweep else 10, 3.8))
-    names = {"resample": "resampling CFG (Algorithm 1, exact weights: the default)",
-             "resample-table6": "resampling CFG (Algorithm 1, Table 6: T_π,v 0.1, T_s 1.1)",
-             "resample-balance": "resampling CFG, balance-heuristic weights", "naive": "naive CFG (GIVT/JetFormer)",
-             "resample-cond": "resampling CFG, exact weights, 10 + 0 candidates (conditional only)"}
+    names = {"resample": "resampling CFG, Algorithm 1's 5 + 5 candidates, exact weights",
+             "resample-table6": "resampling CFG, 5 + 5, Table 6 weights (T_π,v 0.1, T_s 1.1)",
+             "resample-balance": "resampling CFG, 5 + 5, balance-heuristic weights", "naive": "naive CFG (GIVT/JetFormer)",
+             "resample-cond": "resampling CFG, 10 + 0 candidates, exact weights (farmer.sample's defaults)"}
     for mode, colour in (("resample", "C0"), ("resample-table6", "C2"), ("resample-balance", "C1"),
                          ("resample-cond", "C4"), ("naive", "C3")):
         rows = sorted(base + [r for r in res if rule(r) == mode and r["candidates"] == 5],
@@ -175,17 +176,24 @@ def plot(report: dict, path: Path, candidates_w: float) -> None:
         ax2.set_ylabel("class consistency (%)", color="C2")
     axes[0].set(xlabel="guidance weight w", ylabel="FD (Fashion-MNIST classifier features)", title="FD ↓")
     axes[1].set(xlabel="guidance weight w", ylabel="class consistency (%)", title="class consistency ↑")
-    axes[1].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, frameon=False)
     n = report["meta"]["samples"]
     fig.suptitle(f"Guidance on the shipped Fashion-MNIST FARMER ({n} samples per point, balanced classes)",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))                           # the legend below the panels
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.plot_only:
+        report = json.loads(Path(args.out).read_text())
+        png = Path(args.out).with_suffix(".png")
+        plot(report, png, args.candidates_w)
+        print(f"wrote {png} from {args.out}")
+        return 0
     report = run(args)
     png = Path(args.out).with_suffix(".png")
     plot(report, png, args.candidates_w)
