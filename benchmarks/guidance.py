@@ -188,16 +188,10 @@ def plot(report: dict, path: Path, candidates_w: float) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.plot_only:
-        report = json.loads(Path(args.out).read_text())
-        png = Path(args.out).with_suffix(".png")
-        plot(report, png, args.candidates_w)
-        print(f"wrote {png} from {args.out}")
-        return 0
-    report = run(args)
+    report = json.loads(Path(args.out).read_text()) if args.plot_only else run(args)
     png = Path(args.out).with_suffix(".png")
     plot(report, png, args.candidates_w)
-    print(f"wrote {args.out} and {png}")
+    print(f"wrote {png} from {args.out}" if args.plot_only else f"wrote {args.out} and {png}")
     return 0
 
 
