@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -102,3 +103,18 @@ def tiny_png(path: Path, size: tuple[int, int] = (60, 40), mode: str = "RGB") ->
     a[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 230                        # a light block on noise
     Image.fromarray(a).convert(mode).save(path)
     return path
+
+
+def shipped_copy(folder: Path, model_changes: dict | None = None, card: dict | None = None) -> Path:
+    """A second model folder on the shipped weights (linked, not copied): its config with `model_changes`
+    (settings without weights of their own, e.g. the mixing position), and `card` as its card.json
+    (none when None). For tests of the app with several models, or with one without a card."""
+    shipped = REPO / "checkpoints" / "fmnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").symlink_to(shipped / "model.safetensors")
+    config = json.loads((shipped / "config.json").read_text())
+    config["model"].update(model_changes or {})
+    (folder / "config.json").write_text(json.dumps(config))
+    if card is not None:
+        (folder / "card.json").write_text(json.dumps(card))
+    return folder

@@ -12,7 +12,7 @@ from PIL import Image
 
 import farmer
 from conftest import need_or_skip
-from _app_server import REPO, tiny_png
+from _app_server import REPO, shipped_copy, tiny_png
 from farmer.data import HOW_TO_GET_FMNIST
 
 from app import DEFAULT_CHECKPOINT, Workbench, build_app                       # noqa: E402 (path set above)
@@ -410,7 +410,5 @@ def test_main_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
 def test_the_header_says_which_shipped_model_is_loaded(wb, tmp_path):
     from app.ui import header
     assert "the flagship model" in header(wb)                                  # the card's title
-    for name in ("config.json", "model.safetensors"):                          # the same weights, no card
-        (tmp_path / name).symlink_to(REPO / "checkpoints" / "fmnist" / name)
-    bare = Workbench(tmp_path, max_batch=2)
+    bare = Workbench(shipped_copy(tmp_path / "bare"), max_batch=2)              # the same weights, no card
     assert bare.card_title == "" and "flagship" not in header(bare)

@@ -13,7 +13,6 @@ become per patch; classifies; runs the Channels tab's four cases and checks each
 the summary's settings; interpolates at 16 points with every image whole. Screenshots of each step go to
 runs/app-screenshots/ (CI artifacts); the readme-*.png ones are docs/app.md's (copied to docs/screenshots/).
 """
-import json
 import re
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ import pytest
 import torch
 
 from conftest import need_or_skip
-from _app_server import REPO, app_process, tiny_png
+from _app_server import REPO, app_process, shipped_copy, tiny_png
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "runs" / "app-screenshots"
@@ -35,13 +34,7 @@ MAX_BATCH = 16                    # this test's own server: a full batch of 16 m
 def variant(tmp_path_factory) -> Path:
     """The flagship's weights with the DCT moved to the input (the mixing has no weights): a second model
     whose map is per patch, with no card, so no tab opens on it."""
-    folder = tmp_path_factory.mktemp("models") / "dct-at-input"
-    folder.mkdir()
-    (folder / "model.safetensors").symlink_to(REPO / "checkpoints" / "fmnist" / "model.safetensors")
-    config = json.loads((REPO / "checkpoints" / "fmnist" / "config.json").read_text())
-    config["model"]["mixing_position"] = "input"
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return shipped_copy(tmp_path_factory.mktemp("models") / "dct-at-input", {"mixing_position": "input"})
 
 
 @pytest.fixture(scope="module")

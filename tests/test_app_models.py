@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import need_or_skip
-from _app_server import REPO
+from _app_server import REPO, shipped_copy
 from farmer import ood
 from farmer.data import HOW_TO_GET_FMNIST
 
@@ -34,12 +34,9 @@ def shelf():
 def pair(tmp_path_factory):
     """The shipped model loaded after a second folder with its weights whose card holds only a lower
     bits/dim: which view opens on which must follow the cards, not the folder names or their order."""
-    other = tmp_path_factory.mktemp("models") / "a-likelihood-card"
-    other.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        (other / name).symlink_to(SHIPPED / name)
     bpd = json.loads((SHIPPED / "card.json").read_text())["bpd_test_k1"]
-    (other / "card.json").write_text(json.dumps({"bpd_test_k1": dict(bpd, bpd=bpd["bpd"] - 0.1)}))
+    other = shipped_copy(tmp_path_factory.mktemp("models") / "a-likelihood-card",
+                         card={"bpd_test_k1": dict(bpd, bpd=bpd["bpd"] - 0.1)})
     return Shelf.load([other, SHIPPED], max_batch=2)
 
 
