@@ -355,7 +355,9 @@ def readme_block(rows: list[dict]) -> str:
     steps = max(r["steps"] for r in rows)
     arms = summarise([r for r in rows if r["steps"] == steps])
     done = ", ".join(f"{a} ({len(v['seeds'])} seed{'s' * (len(v['seeds']) > 1)})" for a, v in arms.items())
-    return (f"Runs so far, {steps:,} steps of batch 64 each: {done}. Verdicts by the run-to-run spread; "
+    complete = all(set(seeds) <= set(arms.get(a, {}).get("seeds", ())) for a, (_, seeds) in ARMS.items())
+    return (f"Runs{'' if complete else ' so far'}, {steps:,} steps of batch 64 each: {done}. "
+            "Verdicts by the run-to-run spread; "
             "the table, the method and every figure are in [Studies](docs/studies.md).\n\n"
             + verdicts_markdown(rows))
 

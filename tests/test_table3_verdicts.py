@@ -93,3 +93,10 @@ def test_a_changed_recipe_is_caught_before_new_arms_are_trained_on_it(table3, mo
     monkeypatch.setitem(farmer.presets, "fmnist", farmer.presets["fmnist"].replace(condition_repeat=8))
     assert table3.recipe_changes(rows, 3000) == "model condition_repeat"
     assert table3.recipe_changes(rows, 20) == ""                       # no stored runs of that budget
+
+
+def test_the_readme_says_so_far_until_every_arm_has_its_seeds(table3):
+    every = [row(arm, s, 4.2) for arm, (_, seeds) in table3.ARMS.items() for s in seeds]
+    assert table3.readme_block(every).startswith("Runs, 3,000 steps")
+    missing = every[:-1]                                                   # one arm short of one seed
+    assert table3.readme_block(missing).startswith("Runs so far, 3,000 steps")
